@@ -1,0 +1,114 @@
+"""The one contract every probe module follows, and what the agent hands to a running check."""
+
+from __future__ import annotations
+
+import abc
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from agent.results import Reason, Result
+
+
+class TokenSource(Protocol):
+    """Gives a bearer token for an IdP by name (the journey's `idp:`), cached by the source.
+
+    Raises CheckFailure(Reason.AUTH, ...) when no token can be had.
+    """
+
+    async def token(self, idp: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeContext:
+    """What the agent shares with every check run: never per-run state."""
+
+    vantage: str
+    http: aiohttp.ClientSession
+    tokens: TokenSource | None = None
+    # Extra long-lived shared objects, by name, for probes that need them.
+    extras: Mapping[str, object] = field(default_factory=dict)
+
+
+class Check(abc.ABC):
+    """One scheduled probe of one configured object (a journey at one site, a cluster, ...).
+
+    A check owns whatever it keeps between runs (pools, caches) and frees it in `close()`. The
+    scheduler does the shared work: cadence, no-overlap, the run timeout, turning a bug into a
+    `reason="internal"` result; `run` holds only the probe's own logic and must turn every
+    failure of the target into a failed Result, never an exception.
+    """
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        target: str,
+        interval: float,
+        timeout: float,
+        site: str | None = None,
+        critical: bool = False,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.interval = interval
+        self.timeout = timeout
+        self.site = site
+        self.critical = critical
+
+    @abc.abstractmethod
+    async def run(self, ctx: ProbeContext) -> Result:
+        """Run once and describe what happened."""
+
+    async def close(self) -> None:
+        """Free what the check keeps between runs (called on reload and shutdown)."""
+        return None
+
+    def failed(
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        started_at: float,
+        duration: float,
+        run_id: str | None = None,
+    ) -> Result:
+        """A failed Result for this check when nothing more specific is known."""
+        return Result(
+            check=self.name,
+            kind=self.kind,
+            target=self.target,
+            site=self.site,
+            critical=self.critical,
+            ok=False,
+            reason=reason,
+            message=message,
+            started_at=started_at,
+            duration=duration,
+            run_id=run_id or new_run_id(),
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(8)
+
+
+def new_trace_id() -> str:
+    return secrets.token_hex(16)
+
+
+def new_span_id() -> str:
+    return secrets.token_hex(8)
+
+
+def wall_now() -> float:
+    return time.time()
