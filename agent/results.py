@@ -64,6 +64,8 @@ class StepResult:
     url: str = ""
     # Offset of the step's start from the run's start, in seconds (for spans).
     start_offset: float = 0.0
+    # The span id sent to the target in this step's `traceparent` (16 hex digits).
+    span_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,8 @@ class Result:
     site: str | None = None
     reason: Reason | None = None
     message: str = ""
-    trace_id: str = ""
+    trace_id: str = ""  # 32 hex digits; the journey's requests carry it in `traceparent`
+    span_id: str = ""  # the run's root span
     critical: bool = False
     steps: tuple[StepResult, ...] = ()
     cleanup: tuple[StepResult, ...] = ()

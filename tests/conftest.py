@@ -1,0 +1,3 @@
+"""Shared pytest set-up: real servers come from tests/fixtures, registered here."""
+
+pytest_plugins: list[str] = []
