@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from agent.results import Result
+
 
 class MetricType(enum.StrEnum):
     COUNTER = "counter"
@@ -181,3 +183,77 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     10.0,
     30.0,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value for one series: a gauge's value, a counter's increment or a histogram
+    observation, by the spec's type. Labels exclude `vantage`, which the sinks add."""
+
+    spec: MetricSpec
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+def _sample(name: str, value: float, **labels: str) -> Sample:
+    spec = CATALOGUE[name]
+    return Sample(spec, tuple((k, labels[k]) for k in spec.labels), value)
+
+
+def gauges_of(result: Result) -> list[Sample]:
+    """Every gauge a result sets. They replace, as a set, the gauges of the check's previous
+    result, so a replica or step that disappears leaves no stale series behind."""
+    out = [
+        _sample("check_success", 1.0 if result.ok else 0.0, check=result.check, kind=result.kind),
+        _sample("check_duration_seconds", result.duration, check=result.check, kind=result.kind),
+    ]
+    if result.kind == "journey" and result.site is not None:
+        out.append(
+            _sample(
+                "journey_success",
+                1.0 if result.ok else 0.0,
+                site=result.site,
+                journey=result.target,
+            )
+        )
+    for m in result.measurements:
+        spec = CATALOGUE[m.name]
+        out.append(Sample(spec, tuple((k, m.labels[k]) for k in spec.labels), m.value))
+    return out
+
+
+def increments_of(result: Result) -> list[Sample]:
+    """Counter increments and histogram observations for one result."""
+    if result.kind != "journey" or result.site is None:
+        return []
+    site, journey = result.site, result.target
+    out = [
+        _sample(
+            "journey_runs_total",
+            1.0,
+            site=site,
+            journey=journey,
+            result="success" if result.ok else "failure",
+        ),
+        _sample("journey_duration_seconds", result.duration, site=site, journey=journey),
+    ]
+    for step in result.steps:
+        if step.skipped:
+            continue
+        out.append(
+            _sample(
+                "step_duration_seconds", step.duration, site=site, journey=journey, step=step.name
+            )
+        )
+        if not step.ok and step.reason is not None:
+            out.append(
+                _sample(
+                    "step_failures_total",
+                    1.0,
+                    site=site,
+                    journey=journey,
+                    step=step.name,
+                    reason=step.reason.value,
+                )
+            )
+    return out
