@@ -157,6 +157,12 @@ CATALOGUE: dict[str, MetricSpec] = {
             ("check", "kind"),
             "s",
         ),
+        MetricSpec(
+            "vantage_impaired",
+            _G,
+            "1 if this vantage sees every site fail: its views do not count as votes.",
+            (),
+        ),
         MetricSpec("sink_errors_total", _C, "Results a sink failed to take.", ("sink",)),
         MetricSpec(
             "event_loop_lag_seconds",
