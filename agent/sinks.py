@@ -23,6 +23,8 @@ class Sink(Protocol):
 class FanOut:
     """Hands each result to every sink; one sink's bug never reaches the others or the probe."""
 
+    name = "fanout"
+
     def __init__(self, sinks: Iterable[Sink] = ()) -> None:
         self.sinks: list[Sink] = list(sinks)
         self.errors: dict[str, int] = {}

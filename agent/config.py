@@ -1,0 +1,198 @@
+"""The typed, validated agent config: the contract's top-level keys and cross-field rules."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from agent.configtypes import Duration, Model, Name, Secret
+from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
+from probes.journey import BUILTIN_VARIABLES, JourneyConfig, Step
+from probes.templating import malformed_placeholders, variables_in
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
+
+
+class AgentConfig(Model):
+    vantage: Name
+    listen: str = "127.0.0.1:9747"
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    shutdown_grace: Duration = 10.0
+    cloud_provider: str | None = None
+    cloud_region: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        match = _LISTEN.match(value)
+        if not match or not 0 <= int(match.group("port")) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9747")
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class SiteConfig(Model):
+    name: Name
+    role: Literal["primary", "standby"]
+    base_url: str
+    ca_file: str | None = None
+    tls_verify: bool = True  # false only for lab set-ups; logged as a warning at load
+    headers: dict[str, Secret] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class VerdictConfig(Model):
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    recovery_threshold: int = Field(default=2, ge=1, le=100)
+    # Fresh, non-impaired views that must agree; default: a majority of all vantages.
+    quorum: int | None = Field(default=None, ge=1)
+    peer_stale_after: Duration = 60.0
+
+
+class PrometheusConfig(Model):
+    enabled: bool = True
+
+
+class TelemetryConfig(Model):
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    otlp: list[Any] = Field(default_factory=list, max_length=0)
+    logs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(Model):
+    agent: AgentConfig
+    sites: list[SiteConfig] = Field(min_length=1)
+    idps: list[Any] = Field(default_factory=list, max_length=0)
+    journeys: list[JourneyConfig] = Field(default_factory=list)
+    replication: list[Any] = Field(default_factory=list, max_length=0)
+    dns: list[Any] = Field(default_factory=list, max_length=0)
+    tls: list[Any] = Field(default_factory=list, max_length=0)
+    slos: list[Any] = Field(default_factory=list, max_length=0)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    peers: list[Any] = Field(default_factory=list, max_length=0)
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig)
+
+    def site(self, name: str) -> SiteConfig:
+        return next(s for s in self.sites if s.name == name)
+
+    def journey_sites(self, journey: JourneyConfig) -> list[SiteConfig]:
+        names = journey.sites
+        return [s for s in self.sites if names is None or s.name in names]
+
+    @property
+    def vantages(self) -> tuple[str, ...]:
+        return (self.agent.vantage, *(getattr(p, "name", "") for p in self.peers))
+
+    @property
+    def quorum(self) -> int:
+        if self.verdict.quorum is not None:
+            return self.verdict.quorum
+        return len(self.vantages) // 2 + 1
+
+
+class LoadedConfig:
+    """A validated Config together with where it came from (for reload and messages)."""
+
+    def __init__(self, config: Config, path: str) -> None:
+        self.config = config
+        self.path = path
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a config file. Raises ConfigInvalid listing every problem."""
+    data, smap = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigInvalid([smap.error((), "the config must be a mapping of top-level keys")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigInvalid([_from_pydantic(err, smap) for err in exc.errors()]) from None
+    errors = [smap.error(loc, message) for loc, message in semantic_errors(config)]
+    if errors:
+        raise ConfigInvalid(errors)
+    return config
+
+
+def _from_pydantic(err: Any, smap: SourceMap) -> ConfigError:
+    # pydantic reports aliases in `loc` (we validate by alias), which are the YAML keys.
+    loc: Loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    message = message.removeprefix("Value error, ")
+    return smap.error(loc, message)
+
+
+def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
+    """Rules that span several fields: unique names, references, template variables."""
+    yield from _duplicates(("sites",), [s.name for s in config.sites], "site")
+    yield from _duplicates(("journeys",), [j.name for j in config.journeys], "journey")
+    site_names = {s.name for s in config.sites}
+    if not any(s.role == "primary" for s in config.sites):
+        yield ("sites",), "at least one site must have role: primary"
+    for index, site in enumerate(config.sites):
+        if site.ca_file is not None and not Path(site.ca_file).is_file():
+            yield ("sites", index, "ca_file"), f"file not found: {site.ca_file}"
+    idp_names = {getattr(i, "name", None) for i in config.idps}
+    for j, journey in enumerate(config.journeys):
+        base: Loc = ("journeys", j)
+        for s, site_name in enumerate(journey.sites or []):
+            if site_name not in site_names:
+                yield (
+                    (*base, "sites", s),
+                    f"unknown site {site_name!r} (sites: {_names(site_names)})",
+                )
+        if journey.idp is not None and journey.idp not in idp_names:
+            yield (*base, "idp"), f"unknown idp {journey.idp!r}"
+        yield from _duplicates((*base, "steps"), [s.name for s in journey.steps], "step")
+        known = set(BUILTIN_VARIABLES) | set(journey.variables)
+        for s, step in enumerate(journey.steps):
+            yield from _template_errors((*base, "steps", s), step, known, "no earlier step")
+            known |= set(step.extract)
+        for s, step in enumerate(journey.cleanup):
+            yield from _template_errors((*base, "cleanup", s), step, known, "no step")
+
+
+def _template_errors(loc: Loc, step: Step, known: set[str], who: str) -> Iterator[tuple[Loc, str]]:
+    fields: dict[str, Any] = {
+        "path": step.path,
+        "query": step.query,
+        "json": step.body,
+        "headers": {k: v.get_secret_value() for k, v in step.headers.items()},
+    }
+    for key, value in fields.items():
+        for bad in malformed_placeholders(value):
+            yield (*loc, key), f"invalid template {{{{{bad}}}}}: only {{{{variable}}}} is allowed"
+        for name in sorted(variables_in(value) - known):
+            yield (*loc, key), f"template uses {{{{{name}}}}}, which {who} extracts"
+
+
+def _duplicates(loc: Loc, names: list[str], what: str) -> Iterator[tuple[Loc, str]]:
+    for name, count in Counter(names).items():
+        if count > 1:
+            index = len(names) - 1 - names[::-1].index(name)
+            yield (*loc, index, "name"), f"duplicate {what} name {name!r}"
+
+
+def _names(names: set[str]) -> str:
+    return ", ".join(sorted(names)) or "none"

@@ -1,0 +1,28 @@
+"""`failsight once`: every check run a single time, without the server or the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.config import Config
+from agent.results import Result
+from agent.scheduler import run_check
+from probes import registry
+from probes.base import ProbeContext
+from probes.http import new_session
+
+
+async def run_once(config: Config, only: str | None = None) -> list[Result]:
+    checks = [c for c in registry.plan(config) if only is None or only in (c.name, c.target)]
+    semaphore = asyncio.Semaphore(config.agent.concurrency)
+    async with new_session() as http:
+        ctx = ProbeContext(vantage=config.agent.vantage, http=http)
+
+        async def one(check_index: int) -> Result:
+            async with semaphore:
+                return await run_check(checks[check_index], ctx)
+
+        try:
+            return list(await asyncio.gather(*(one(i) for i in range(len(checks)))))
+        finally:
+            await asyncio.gather(*(c.close() for c in checks), return_exceptions=True)

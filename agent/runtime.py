@@ -1,0 +1,240 @@
+"""The running agent: one TaskGroup owning the API server, the scheduler and the watchers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+
+from agent import __version__
+from agent.api import build_app
+from agent.config import Config, load_config
+from agent.metrics import CATALOGUE, Sample
+from agent.prometheus import PrometheusSink
+from agent.results import Result
+from agent.scheduler import Scheduler
+from agent.sinks import FanOut
+from agent.verdict import SiteOpinion, SiteVerdict, VantageView, Verdict, decide
+from agent.view import ViewTracker
+from agent.yamlsource import ConfigInvalid
+from probes import registry
+from probes.base import ProbeContext
+from probes.http import new_session
+
+log = logging.getLogger(__name__)
+
+LOOP_LAG_PERIOD = 0.5
+
+
+class Agent:
+    """One vantage's agent. `run()` returns after SIGTERM/SIGINT (or `stop()`) once in-flight
+    runs have finished or the grace period is over."""
+
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.prometheus = PrometheusSink(config.agent.vantage)
+        self.views = ViewTracker(
+            tuple(s.name for s in config.sites),
+            config.verdict.failure_threshold,
+            config.verdict.recovery_threshold,
+        )
+        self.fanout = FanOut([self.prometheus, self.views, _LogSink()])
+        self.prometheus.sources.append(self._live_samples)
+        self.verdicts: dict[str, SiteVerdict] = {}
+        self.scheduler: Scheduler | None = None
+        self.loop_lag = 0.0
+        self.scrapes = 0
+        self.port: int | None = None
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        async with new_session() as http:
+            ctx = ProbeContext(vantage=self.config.agent.vantage, http=http)
+            self.scheduler = Scheduler(ctx, self.fanout, concurrency=self.config.agent.concurrency)
+            runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            await runner.setup()
+            try:
+                site = web.TCPSite(
+                    runner,
+                    self.config.agent.listen_host,
+                    self.config.agent.listen_port,
+                    reuse_address=True,
+                )
+                await site.start()
+                self.port = _bound_port(runner)
+                log.info("listening on http://%s:%s", self.config.agent.listen_host, self.port)
+                if install_signals:
+                    self._install_signals(loop)
+                async with asyncio.TaskGroup() as tg:
+                    scheduler = tg.create_task(
+                        self.scheduler.run(
+                            registry.plan(self.config), grace=self.config.agent.shutdown_grace
+                        )
+                    )
+                    watchers = [
+                        tg.create_task(self._verdict_loop()),
+                        tg.create_task(self._loop_lag_monitor()),
+                    ]
+                    await self._stopping.wait()
+                    log.info(
+                        "stopping: no new runs; in-flight runs get %.1fs",
+                        self.config.agent.shutdown_grace,
+                    )
+                    self.scheduler.stop()
+                    await scheduler
+                    for task in watchers:
+                        task.cancel()
+            finally:
+                if install_signals:
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                        loop.remove_signal_handler(sig)
+                await runner.cleanup()
+        log.info("stopped")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def reload(self) -> bool:
+        """Re-read the config file; an invalid one is refused and the running config stays."""
+        if self.config_path is None or self.scheduler is None:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigInvalid as exc:
+            log.error("reload refused, the running config stays in force:\n%s", exc)
+            return False
+        if new.agent.listen != self.config.agent.listen:
+            log.warning("agent.listen changed; it takes effect only after a restart")
+        self.apply(new)
+        log.info("config reloaded from %s", self.config_path)
+        return True
+
+    def apply(self, new: Config) -> None:
+        self.config = new
+        checks = registry.plan(new)
+        assert self.scheduler is not None
+        self.scheduler.replace(checks)
+        self.prometheus.vantage = new.agent.vantage
+        self.prometheus.prune(
+            {c.name for c in checks},
+            {(c.site, c.target) for c in checks if c.kind == "journey" and c.site},
+        )
+        self.views.reconfigure(
+            tuple(s.name for s in new.sites),
+            {c.name for c in checks},
+            new.verdict.failure_threshold,
+            new.verdict.recovery_threshold,
+        )
+        self.verdicts = {k: v for k, v in self.verdicts.items() if k in self.views.views}
+
+    @property
+    def ready(self) -> bool:
+        return self.scheduler is not None and self.scheduler.running
+
+    # -- views and verdicts ------------------------------------------------------------------
+
+    def local_view(self) -> VantageView:
+        return VantageView(
+            vantage=self.config.agent.vantage,
+            generated_at=time.time(),
+            impaired=self.views.impaired,
+            sites={
+                site: SiteOpinion(v.state, v.since, v.evidence)
+                for site, v in self.views.snapshot().items()
+            },
+        )
+
+    def refresh_verdicts(self) -> dict[str, SiteVerdict]:
+        self.verdicts = decide(
+            [(s.name, s.role) for s in self.config.sites],
+            [self.local_view()],
+            quorum=self.config.quorum,
+            stale_after=self.config.verdict.peer_stale_after,
+            now=time.time(),
+            previous=self.verdicts,
+        )
+        return self.verdicts
+
+    async def _verdict_loop(self) -> None:
+        # Verdicts are also computed on every API request; this keeps `since`, the metrics
+        # and the logs current when nobody is asking.
+        while True:
+            before = {s: v.verdict for s, v in self.verdicts.items()}
+            for site, v in self.refresh_verdicts().items():
+                if before.get(site) not in (None, v.verdict):
+                    log.warning(
+                        "site %s verdict %s -> %s: %s",
+                        site,
+                        before[site].value,
+                        v.verdict.value,
+                        "; ".join(v.reasons[:3]),
+                    )
+            await asyncio.sleep(1.0)
+
+    async def _loop_lag_monitor(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(LOOP_LAG_PERIOD)
+            self.loop_lag = max(0.0, time.monotonic() - start - LOOP_LAG_PERIOD)
+
+    def latest_results(self) -> dict[str, Result]:
+        return dict(self.views.latest)
+
+    # -- metrics computed at scrape time (in memory, no I/O) ---------------------------------
+
+    def _live_samples(self) -> Iterator[Sample]:
+        def s(name: str, value: float, *labels: str) -> Sample:
+            spec = CATALOGUE[name]
+            return Sample(spec, tuple(zip(spec.labels, labels, strict=True)), value)
+
+        yield s("agent_info", 1.0, __version__)
+        yield s("event_loop_lag_seconds", self.loop_lag)
+        yield s("vantage_impaired", 1.0 if self.views.impaired else 0.0)
+        for site, view in self.views.snapshot().items():
+            yield s("site_view_down", 1.0 if view.state == "down" else 0.0, site)
+        for site, verdict in self.verdicts.items():
+            for word in Verdict:
+                yield s("site_verdict", 1.0 if verdict.verdict is word else 0.0, site, word.value)
+        if self.scheduler is not None:
+            for (check, kind), n in self.scheduler.skipped.items():
+                yield s("check_runs_skipped_total", float(n), check, kind)
+        for sink, n in self.fanout.errors.items():
+            yield s("sink_errors_total", float(n), sink)
+        yield s("telemetry_exports_total", float(self.scrapes), "prometheus", "success")
+
+
+class _LogSink:
+    """One structured log line per run; failures at warning so they stand out."""
+
+    name = "log"
+
+    def handle(self, result: Result) -> None:
+        level = logging.INFO if result.ok else logging.WARNING
+        log.log(
+            level,
+            "%s %s%s",
+            result.check,
+            "ok" if result.ok else "FAILED",
+            "" if result.ok else f" [{result.reason}] {result.message}",
+            extra={"result": result.summary()},
+        )
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("the API server is not bound")

@@ -1,0 +1,168 @@
+"""Runs every check on its own cadence: random first offset, no overlap, a global cap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+
+from agent.results import Reason, Result
+from agent.sinks import Sink
+from probes.base import Check, ProbeContext, new_run_id, wall_now
+
+log = logging.getLogger(__name__)
+
+
+def next_due(previous_due: float, interval: float, now: float) -> tuple[float, int]:
+    """The next tick after `previous_due`, and how many ticks were missed getting there.
+
+    Ticks stay on the original grid (no drift from run durations); ticks already in the past
+    when we wake (a stalled loop) are dropped, not run in a burst.
+    """
+    due = previous_due + interval
+    if due > now:
+        return due, 0
+    missed = int((now - due) // interval) + 1
+    return due + missed * interval, missed
+
+
+class Scheduler:
+    """Owns the check loops and the runs they start.
+
+    Every run is a task of this scheduler's TaskGroup; results go to `sink.handle`. A run still
+    going when its next tick comes makes that tick a counted skip, never a second, overlapping
+    run. A bug in a probe becomes a `reason="internal"` result; the scheduler keeps going.
+    """
+
+    def __init__(
+        self,
+        ctx: ProbeContext,
+        sink: Sink,
+        *,
+        concurrency: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self._handle = sink.handle
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._checks: dict[str, Check] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self.running = False
+        self.skipped: dict[tuple[str, str], int] = {}
+        self.runs_started = 0
+
+    @property
+    def checks(self) -> Sequence[Check]:
+        return list(self._checks.values())
+
+    async def run(self, checks: Iterable[Check], *, grace: float) -> None:
+        """Run until `stop()`; then give in-flight runs `grace` seconds to finish (their
+        cleanup steps included) before cancelling them."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self.replace(checks)
+                self.running = True
+                await self._stop.wait()
+                self.running = False
+                for task in self._loops.values():
+                    task.cancel()
+                pending = list(self._inflight.values())
+                if pending:
+                    log.info("waiting up to %.1fs for %d in-flight run(s)", grace, len(pending))
+                    _, late = await asyncio.wait(pending, timeout=grace)
+                    for task in late:
+                        task.cancel()
+        finally:
+            self.running = False
+            self._tg = None
+            await asyncio.gather(
+                *(c.close() for c in self._checks.values()), return_exceptions=True
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def replace(self, checks: Iterable[Check]) -> None:
+        """Swap the check set (reload). Runs in flight finish; a new check of the same name
+        waits for them (no overlap across a reload); old check objects are closed after."""
+        assert self._tg is not None, "the scheduler is not running"
+        old = self._checks
+        self._checks = {c.name: c for c in checks}
+        for task in self._loops.values():
+            task.cancel()
+        self._loops = {
+            name: self._tg.create_task(self._loop(check), name=f"loop {name}")
+            for name, check in self._checks.items()
+        }
+        for name, check in old.items():
+            if self._checks.get(name) is not check:
+                self._tg.create_task(self._close_after_run(name, check))
+
+    async def _close_after_run(self, name: str, check: Check) -> None:
+        running = self._inflight.get(name)
+        if running is not None:
+            await asyncio.wait([running])
+        await check.close()
+
+    async def _loop(self, check: Check) -> None:
+        await asyncio.sleep(self._rng.uniform(0, check.interval))
+        due = time.monotonic()
+        while True:
+            self.tick(check)
+            due, missed = next_due(due, check.interval, time.monotonic())
+            if missed:
+                self._count_skip(check, missed)
+            await asyncio.sleep(due - time.monotonic())
+
+    def tick(self, check: Check) -> None:
+        """Start a run of the check now, unless one is still going."""
+        assert self._tg is not None
+        if check.name in self._inflight:
+            self._count_skip(check, 1)
+            log.warning("skipped a run of %s: the previous run is still going", check.name)
+            return
+        task = self._tg.create_task(self._execute(check), name=f"run {check.name}")
+        self._inflight[check.name] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(check.name, None))
+
+    def _count_skip(self, check: Check, n: int) -> None:
+        key = (check.name, check.kind)
+        self.skipped[key] = self.skipped.get(key, 0) + n
+
+    async def _execute(self, check: Check) -> None:
+        async with self._semaphore:
+            self.runs_started += 1
+            result = await run_check(check, self.ctx)
+        self._handle(result)
+
+
+async def run_check(check: Check, ctx: ProbeContext) -> Result:
+    """One run with the scheduler's guarantees: a hard time limit and no exception escaping."""
+    started_at = wall_now()
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(check.timeout):
+            return await check.run(ctx)
+    except TimeoutError:
+        return check.failed(
+            Reason.TIMEOUT,
+            f"run exceeded its {check.timeout:g}s limit",
+            started_at=started_at,
+            duration=time.monotonic() - start,
+            run_id=new_run_id(),
+        )
+    except Exception as exc:  # a bug in a probe: report it, keep the agent running
+        log.exception("check %s raised; reported as reason=internal", check.name)
+        return check.failed(
+            Reason.INTERNAL,
+            f"internal error: {type(exc).__name__}: {exc}",
+            started_at=started_at,
+            duration=time.monotonic() - start,
+        )

@@ -1,0 +1,180 @@
+"""HTTP plumbing shared by probes: the agent's client session, phase timings, bounded reads, and
+turning transport errors into the contract's failure reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from agent import __version__
+from agent.results import CheckFailure, Reason
+
+USER_AGENT = f"failsight/{__version__} (synthetic monitoring)"
+
+
+def classify(exc: BaseException) -> tuple[Reason, str]:
+    """The failure reason and a short message for a transport-level exception.
+
+    Order matters: aiohttp's exception classes inherit from each other and from OSError and
+    TimeoutError, so the most specific checks come first.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return Reason.TLS, f"certificate verification failed: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return Reason.TLS, f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Reason.DNS, f"cannot resolve {exc.host}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, socket.gaierror):
+            return Reason.DNS, f"cannot resolve {exc.host}"
+        return Reason.CONNECT, f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror}"
+    if isinstance(exc, TimeoutError):
+        return Reason.TIMEOUT, "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return Reason.CONNECT, "server closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return Reason.CONNECT, "response body truncated or malformed on the wire"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return Reason.HTTP_STATUS, f"bad HTTP response: {exc.message}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return Reason.INTERNAL, f"invalid URL {exc.url}"
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return Reason.CONNECT, f"connection failed: {type(exc).__name__}: {exc}"
+    return Reason.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
+def _phases_of(ctx: SimpleNamespace) -> dict[str, float] | None:
+    phases = ctx.trace_request_ctx
+    return phases if isinstance(phases, dict) else None
+
+
+async def _mark(name: str, ctx: SimpleNamespace) -> None:
+    phases = _phases_of(ctx)
+    if phases is not None:
+        phases["_" + name] = time.perf_counter()
+
+
+async def _span(start: str, end: str, phase: str, ctx: SimpleNamespace) -> None:
+    phases = _phases_of(ctx)
+    if phases is not None and "_" + start in phases:
+        phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - phases["_" + start]
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    """Phase timings, written into the dict passed as `trace_request_ctx`.
+
+    dns and connect (TCP + TLS) are only present for a new connection; `ttfb` is from the end
+    of sending the request to the response headers; the caller adds `body`.
+    """
+    tc = aiohttp.TraceConfig()
+
+    async def on_request_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        await _mark("request", ctx)
+
+    async def on_dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        await _mark("dns", ctx)
+
+    async def on_dns_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        await _span("dns", "", "dns", ctx)
+
+    async def on_conn_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        await _mark("connect", ctx)
+
+    async def on_conn_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        await _span("connect", "", "connect", ctx)
+        phases = _phases_of(ctx)
+        if phases is not None:
+            # Connection creation includes DNS resolution in aiohttp: report them apart.
+            phases["connect"] = max(0.0, phases["connect"] - phases.get("dns", 0.0))
+
+    async def on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        await _mark("sent", ctx)
+        await _span("request", "", "send", ctx)
+        phases = _phases_of(ctx)
+        if phases is not None:
+            phases["send"] = max(
+                0.0, phases["send"] - phases.get("dns", 0.0) - phases.get("connect", 0.0)
+            )
+
+    async def on_request_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        await _span("sent", "", "ttfb", ctx)
+
+    tc.on_request_start.append(on_request_start)
+    tc.on_dns_resolvehost_start.append(on_dns_start)
+    tc.on_dns_resolvehost_end.append(on_dns_end)
+    tc.on_connection_create_start.append(on_conn_start)
+    tc.on_connection_create_end.append(on_conn_end)
+    tc.on_request_headers_sent.append(on_headers_sent)
+    tc.on_request_end.append(on_request_end)
+    return tc
+
+
+def public_phases(phases: dict[str, float]) -> dict[str, float]:
+    """Drop the internal timestamps (keys starting with `_`) from a phases dict."""
+    return {k: v for k, v in phases.items() if not k.startswith("_")}
+
+
+def new_session(*, limit: int = 0, keepalive: bool = True) -> aiohttp.ClientSession:
+    """The one ClientSession an agent shares between all HTTP checks.
+
+    TLS is verified against the system store by default; per-site trust comes as an SSLContext
+    on each request. No cookie jar: synthetic runs must not leak state into each other.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        ttl_dns_cache=10,
+        force_close=not keepalive,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+        trace_configs=[_trace_config()],
+        raise_for_status=False,
+        auto_decompress=True,
+    )
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read a body of at most `limit` bytes; a larger one is a failure, read no further."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        response.close()
+        raise CheckFailure(
+            Reason.ASSERTION, f"response body of {declared} bytes exceeds the limit of {limit}"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise CheckFailure(
+                Reason.ASSERTION, f"response body exceeds the limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def ssl_context(ca_file: str | None, verify: bool = True) -> ssl.SSLContext | bool:
+    """What to pass as aiohttp's `ssl=`: verification on by default, extra trust from ca_file."""
+    if not verify:
+        return False
+    if ca_file is None:
+        return True
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile=ca_file)
+    return ctx
+
+
+async def sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)

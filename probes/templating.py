@@ -1,0 +1,112 @@
+"""`{{var}}` substitution (closed: names only, never expressions) and compiled JSON paths."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from jsonpath_ng import JSONPath
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext.parser import parse as _parse_jsonpath
+from pydantic import AfterValidator
+
+_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_ONLY_VAR = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+_BRACES = re.compile(r"\{\{(.*?)\}\}")
+
+
+class MissingVariable(KeyError):
+    """A template names a variable that has no value in this run."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def variables_in(value: Any) -> set[str]:
+    """Every variable a template value (string, list or mapping, nested) refers to."""
+    if isinstance(value, str):
+        return set(_VAR.findall(value))
+    if isinstance(value, Mapping):
+        return set().union(*(variables_in(k) | variables_in(v) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return set().union(*(variables_in(v) for v in value))
+    return set()
+
+
+def malformed_placeholders(value: Any) -> list[str]:
+    """Placeholders that look like templates but are not a bare variable name, e.g. `{{a.b}}`."""
+    if isinstance(value, str):
+        return [m for m in _BRACES.findall(value) if not _VAR.fullmatch("{{" + m + "}}")]
+    if isinstance(value, Mapping):
+        return [
+            p
+            for k, v in value.items()
+            for p in malformed_placeholders(k) + malformed_placeholders(v)
+        ]
+    if isinstance(value, list | tuple):
+        return [p for v in value for p in malformed_placeholders(v)]
+    return []
+
+
+def render(value: Any, variables: Mapping[str, object]) -> Any:
+    """Substitute variables into a template value.
+
+    A string that is exactly one placeholder takes the variable's own value (so an extracted
+    number stays a number in a JSON body); anywhere else the value is inserted as text.
+    """
+    if isinstance(value, str):
+        whole = _ONLY_VAR.match(value)
+        if whole:
+            return _lookup(variables, whole.group(1))
+        if "{{" not in value:
+            return value
+        return _VAR.sub(lambda m: _as_text(_lookup(variables, m.group(1))), value)
+    if isinstance(value, Mapping):
+        return {render(k, variables): render(v, variables) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(v, variables) for v in value]
+    return value
+
+
+def render_text(value: str, variables: Mapping[str, object]) -> str:
+    """Like render, but always text (URLs, headers, query values)."""
+    return _VAR.sub(lambda m: _as_text(_lookup(variables, m.group(1))), value)
+
+
+def _lookup(variables: Mapping[str, object], name: str) -> object:
+    try:
+        return variables[name]
+    except KeyError:
+        raise MissingVariable(name) from None
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_jsonpath(expression: str) -> JSONPath:
+    """Compile (once) a JSONPath with jsonpath-ng's extended grammar (filters, arithmetic)."""
+    return _parse_jsonpath(expression)
+
+
+def find(expression: str, document: Any) -> list[Any]:
+    """Every value the path matches in the document, in document order."""
+    return [match.value for match in compile_jsonpath(expression).find(document)]
+
+
+def _valid_jsonpath(expression: str) -> str:
+    try:
+        compile_jsonpath(expression)
+    except (JSONPathError, ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"invalid JSON path {expression!r}: {exc}") from None
+    return expression
+
+
+JsonPath = Annotated[str, AfterValidator(_valid_jsonpath)]
+"""A JSONPath expression, compiled at config validation so typos fail early."""
