@@ -6,7 +6,7 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures.platform"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,200 @@
+"""Config: every invalid file is refused with `FILE:LINE: path: message`, secrets stay secret."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import load_config
+from agent.yamlsource import ConfigInvalid
+
+BASE = """\
+agent:
+  vantage: aws-use1
+sites:
+  - name: aws-use1
+    role: primary
+    base_url: http://127.0.0.1:1
+  - name: gcp-euw1
+    role: standby
+    base_url: http://127.0.0.1:2
+"""
+
+JOURNEY = """\
+journeys:
+  - name: j
+    steps:
+      - name: submit
+        method: POST
+        path: /orders
+        extract: {order_id: $.id}
+      - name: get
+        path: /orders/{{order_id}}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def errors_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigInvalid) as info:
+        load_config(path)
+    return [str(e).replace(str(path), "F") for e in info.value.errors]
+
+
+def test_the_demo_config_is_valid() -> None:
+    config = load_config("deploy/demo.yaml")
+    assert [s.name for s in config.sites] == ["aws-use1", "gcp-euw1"]
+    assert config.quorum == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "agent: [1\n",
+            ["F:2: (top): malformed YAML: expected ',' or ']', but got '<stream end>'"],
+        ),
+        (BASE + "bogus: 1\n", ["F:10: bogus: unknown key"]),
+        (
+            BASE.replace("  vantage: aws-use1\n", "  vantage: aws-use1\n  colour: red\n"),
+            ["F:3: agent.colour: unknown key"],
+        ),
+        (
+            BASE.replace("role: standby", "role: backup"),
+            ["F:8: sites.1.role: Input should be 'primary' or 'standby'"],
+        ),
+        (
+            BASE + "verdict: {failure_threshold: many}\n",
+            [
+                "F:10: verdict.failure_threshold: Input should be a valid integer, unable to parse "
+                "string as an integer"
+            ],
+        ),
+        (
+            BASE + "verdict: {peer_stale_after: soon}\n",
+            [
+                "F:10: verdict.peer_stale_after: invalid duration 'soon': "
+                "use a number with ms, s, m, h or d"
+            ],
+        ),
+        (
+            BASE + JOURNEY.replace("  - name: j\n", "  - name: j\n    sites: [azure]\n"),
+            ["F:12: journeys.0.sites.0: unknown site 'azure' (sites: aws-use1, gcp-euw1)"],
+        ),
+        (
+            BASE + JOURNEY.replace("/orders/{{order_id}}", "/orders/{{order}}"),
+            [
+                "F:18: journeys.0.steps.1.path: template uses {{order}}, which no earlier step "
+                "extracts"
+            ],
+        ),
+        (
+            BASE + JOURNEY.replace("$.id", "'$..['"),
+            [
+                "F:16: journeys.0.steps.0.extract.order_id: invalid JSON path '$..[': Parse error "
+                "near the end of string!"
+            ],
+        ),
+        (
+            BASE + JOURNEY.replace("path: /orders\n", "path: orders\n"),
+            [
+                "F:15: journeys.0.steps.0.path: must start with / (it is joined to the site's "
+                "base_url)"
+            ],
+        ),
+        (
+            BASE + JOURNEY.replace("/orders/{{order_id}}", "/orders/{{order_id.x}}"),
+            [
+                "F:18: journeys.0.steps.1.path: invalid template {{order_id.x}}: only {{variable}} "
+                "is allowed"
+            ],
+        ),
+        (BASE.replace("    role: standby\n", ""), ["F:7: sites.1.role: required key is missing"]),
+        (BASE + "sites: []\n", ["F:10: sites: duplicate key"]),
+        (
+            BASE.replace("base_url: http://127.0.0.1:2", "base_url: ftp://x"),
+            ["F:9: sites.1.base_url: expected an http:// or https:// URL"],
+        ),
+    ],
+    ids=[
+        "yaml",
+        "top-key",
+        "nested-key",
+        "enum",
+        "type",
+        "duration",
+        "site-ref",
+        "template",
+        "jsonpath",
+        "path",
+        "template-syntax",
+        "missing",
+        "duplicate-key",
+        "url",
+    ],
+)
+def test_invalid_config_names_file_line_key(tmp_path: Path, text: str, expected: list[str]) -> None:
+    assert errors_of(write(tmp_path, text)) == expected
+
+
+def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    text = BASE.replace("vantage: aws-use1", "vantage: aws-use1\n  listen: nowhere") + "x: 1\n"
+    assert errors_of(write(tmp_path, text)) == [
+        "F:3: agent.listen: expected HOST:PORT, e.g. 127.0.0.1:9747",
+        "F:11: x: unknown key",
+    ]
+
+
+def test_secrets_resolve_and_never_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_TOKEN", "s3cr3t-token")
+    secret_file = tmp_path / "key"
+    secret_file.write_text("file-secret\n")
+    text = BASE + JOURNEY.replace(
+        "  - name: j\n",
+        "  - name: j\n    bearer_token: ${env:ORDER_TOKEN}\n",
+    ).replace(
+        "        path: /orders\n",
+        f"        path: /orders\n        headers: {{X-Key: '${{file:{secret_file}}}'}}\n",
+    )
+    config = load_config(write(tmp_path, text))
+    journey = config.journeys[0]
+    assert journey.bearer_token is not None
+    assert journey.bearer_token.get_secret_value() == "s3cr3t-token"
+    assert journey.steps[0].headers["X-Key"].get_secret_value() == "file-secret"
+    dumped = repr(config) + str(config.model_dump()) + config.model_dump_json()
+    assert "s3cr3t-token" not in dumped and "file-secret" not in dumped
+
+
+def test_missing_secret_names_the_reference_not_a_value(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "base_url: http://127.0.0.1:1",
+        "base_url: http://127.0.0.1:1\n    headers: {X-Key: '${env:NOPE_X}'}",
+    )
+    assert errors_of(write(tmp_path, text)) == [
+        "F:7: sites.0.headers.X-Key: environment variable NOPE_X is not set"
+    ]
+
+
+def test_validate_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, BASE)
+    assert main(["validate", str(good)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE + "nope: 1\n")
+    assert main(["validate", str(bad)]) == 2
+    assert f"{bad}:10: nope: unknown key" in capsys.readouterr().err
+
+
+def test_schema_command_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert set(schema["properties"]) >= {"agent", "sites", "journeys", "verdict", "telemetry"}
+    assert schema["additionalProperties"] is False

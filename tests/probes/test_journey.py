@@ -1,0 +1,197 @@
+"""The journey probe against the real simulated platform: success, each fault, bad responses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from agent.config import Config
+from agent.demo.simulator import Fault, Platform
+from agent.results import Reason, Result
+from agent.scheduler import run_check
+from probes.base import ProbeContext
+from probes.http import new_session
+from probes.journey import JourneyCheck, plan
+
+
+@pytest.fixture
+async def ctx() -> AsyncIterator[ProbeContext]:
+    async with new_session() as http:
+        yield ProbeContext(vantage="test-vantage", http=http)
+
+
+@pytest.fixture
+def config(make_config: Callable[..., tuple[Config, Path]]) -> Config:
+    return make_config()[0]
+
+
+def check_for(config: Config, site: str = "aws-use1") -> JourneyCheck:
+    check = next(c for c in plan(config) if c.site == site)
+    assert isinstance(check, JourneyCheck)
+    return check
+
+
+async def test_whole_journey_succeeds_on_both_sites_and_cleans_up(
+    config: Config, ctx: ProbeContext, platform: Platform
+) -> None:
+    results = [await run_check(c, ctx) for c in plan(config)]
+    assert [r.site for r in results] == ["aws-use1", "gcp-euw1"]
+    for result in results:
+        assert result.ok, result.summary()
+        assert [s.name for s in result.steps] == [
+            "order_submit",
+            "allocation",
+            "allocation_done",
+            "pick",
+            "shipment",
+            "invoice",
+        ]
+        assert all(s.ok and s.status and s.duration > 0 for s in result.steps)
+        assert result.steps[2].attempts >= 1
+        assert [(c.name, c.ok) for c in result.cleanup] == [("cancel_order", True)]
+        assert len(result.trace_id) == 32
+        assert platform.state(result.site or "").synthetic_orders == 0
+    phases = results[0].steps[0].phases
+    assert {"ttfb", "body"} <= set(phases)
+
+
+async def test_every_request_carries_run_id_key_marker_and_traceparent(
+    config: Config, ctx: ProbeContext, platform: Platform
+) -> None:
+    result = await run_check(check_for(config), ctx)
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(platform.urls["aws-use1"] + "/admin/requests?limit=100") as r,
+    ):
+        records = await r.json()
+    records = records if isinstance(records, list) else records["requests"]
+    assert records, "the simulator recorded no request"
+    step_spans = {s.span_id for s in (*result.steps, *result.cleanup)}
+    for rec in records:
+        headers = {
+            k.lower(): v for k, v in (rec.get("headers") or rec).items() if isinstance(v, str)
+        }
+        assert headers["x-failsight-synthetic"] == "1"
+        assert headers["x-failsight-run-id"] == result.run_id
+        assert headers["idempotency-key"].startswith(result.run_id + "-")
+        version, trace_id, span_id, flags = headers["traceparent"].split("-")
+        assert (version, trace_id, flags) == ("00", result.trace_id, "01")
+        assert span_id in step_spans
+
+
+async def test_a_replayed_submit_with_the_same_key_creates_no_duplicate(
+    config: Config, ctx: ProbeContext, platform: Platform
+) -> None:
+    journey = config.journeys[0].model_copy(update={"cleanup": []})
+    check = JourneyCheck(journey, site="aws-use1", base_url=platform.urls["aws-use1"])
+    result = await run_check(check, ctx)
+    assert result.ok
+    state = platform.state("aws-use1")
+    assert state.synthetic_orders == 1
+    key = f"{result.run_id}-order_submit"
+    body = {"sku": "SKU-1001", "qty": 2, "tenant": str(result.facts["tenant"])}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            platform.urls["aws-use1"] + "/api/v1/orders",
+            json=body,
+            headers={"Idempotency-Key": key, "X-Failsight-Synthetic": "1"},
+        ) as r,
+    ):
+        assert r.status == 200
+        assert r.headers["Idempotent-Replayed"] == "true"
+    assert state.synthetic_orders == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "step", "reason", "message"),
+    [
+        (Fault(kind="outage"), "order_submit", Reason.HTTP_STATUS, "HTTP 503"),
+        (Fault(kind="fail_step", step="pick"), "pick", Reason.HTTP_STATUS, "HTTP 500"),
+        (Fault(kind="fail_step", step="invoice", status=401), "invoice", Reason.AUTH, "HTTP 401"),
+        (
+            Fault(kind="html", step="shipment"),
+            "shipment",
+            Reason.EXTRACTION,
+            "response is not JSON (text/html",
+        ),
+        (Fault(kind="truncate", step="allocation"), "allocation", Reason.CONNECT, "truncated"),
+        (
+            Fault(kind="huge", step="order_submit"),
+            "order_submit",
+            Reason.ASSERTION,
+            "exceeds the limit",
+        ),
+        (Fault(kind="hang", step="pick"), "pick", Reason.TIMEOUT, "no answer in time"),
+        (
+            Fault(kind="latency", step="shipment", latency_ms=4000),
+            "shipment",
+            Reason.TIMEOUT,
+            "no answer in time",
+        ),
+    ],
+    ids=["outage", "fail-step", "auth", "html", "truncate", "huge", "hang", "latency"],
+)
+async def test_each_fault_gives_its_reason_and_step_and_cleanup_runs(
+    config: Config,
+    ctx: ProbeContext,
+    platform: Platform,
+    fault: Fault,
+    step: str,
+    reason: Reason,
+    message: str,
+) -> None:
+    platform.set_fault("aws-use1", fault)
+    result: Result = await asyncio.wait_for(run_check(check_for(config), ctx), 30)
+    assert not result.ok
+    failed = result.failed_step
+    assert failed is not None
+    assert (failed.name, failed.reason, result.reason) == (step, reason, reason)
+    assert message in failed.message
+    names = [s.name for s in result.steps]
+    assert all(s.skipped for s in result.steps[names.index(step) + 1 :])
+    # Cleanup always runs with what was extracted; nothing synthetic is left behind.
+    platform.recover("aws-use1")
+    if step != "order_submit":
+        assert result.cleanup[0].ok and not result.cleanup[0].skipped
+    else:
+        assert result.cleanup[0].skipped
+    await asyncio.sleep(0.1)
+    if fault.kind != "hang":
+        assert platform.state("aws-use1").synthetic_orders == 0
+    assert platform.state("gcp-euw1").synthetic_orders == 0
+
+
+async def test_poll_deadline_is_a_timeout_with_the_last_value(
+    make_config: Callable[..., tuple[Config, Path]], ctx: ProbeContext, platform: Platform
+) -> None:
+    config = make_config()[0]
+    journey = config.journeys[0]
+    steps = list(journey.steps)
+    poll = steps[2].poll
+    assert poll is not None
+    steps[2] = steps[2].model_copy(
+        update={"poll": poll.model_copy(update={"until": "never", "deadline": 0.5})}
+    )
+    check = JourneyCheck(
+        journey.model_copy(update={"steps": steps}),
+        site="aws-use1",
+        base_url=platform.urls["aws-use1"],
+    )
+    result = await run_check(check, ctx)
+    failed = result.failed_step
+    assert failed is not None and failed.name == "allocation_done"
+    assert failed.reason is Reason.TIMEOUT
+    assert failed.message == "poll: $.state was 'allocated' after 0.5s, wanted 'never'"
+    assert failed.attempts >= 2
+
+
+async def test_connection_refused_is_connect(config: Config, ctx: ProbeContext) -> None:
+    check = JourneyCheck(config.journeys[0], site="aws-use1", base_url="http://127.0.0.1:9")
+    result = await run_check(check, ctx)
+    assert result.reason is Reason.CONNECT
+    assert result.cleanup[0].skipped
