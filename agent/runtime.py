@@ -70,9 +70,10 @@ class Agent:
                 )
                 await site.start()
                 self.port = _bound_port(runner)
-                log.info("listening on http://%s:%s", self.config.agent.listen_host, self.port)
                 if install_signals:
+                    # Before announcing ourselves: a supervisor may signal us right after.
                     self._install_signals(loop)
+                log.info("listening on http://%s:%s", self.config.agent.listen_host, self.port)
                 async with asyncio.TaskGroup() as tg:
                     scheduler = tg.create_task(
                         self.scheduler.run(

@@ -35,9 +35,12 @@ _STATUS_CLASS = re.compile(r"^\s*([1-5])xx\s*$", re.IGNORECASE)
 
 def _parse_status(value: Any) -> Any:
     """`200`, `"2xx"`, `"200-299"`, or a list of those, into a tuple of inclusive ranges."""
-    items = value if isinstance(value, list) else [value]
+    items = value if isinstance(value, list | tuple) else [value]
     ranges: list[tuple[int, int]] = []
     for item in items:
+        if isinstance(item, list | tuple) and len(item) == 2:  # already parsed (a model dump)
+            ranges.extend(_parse_status([f"{item[0]}-{item[1]}"]))
+            continue
         if isinstance(item, bool):
             raise ValueError("expected a status code, a range like 200-299, or a class like 2xx")
         if isinstance(item, int):
