@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agent.verdict import Verdict, verdict_json
+from agent.verdict import Verdict, dependencies_json, verdict_json
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -88,6 +88,7 @@ async def verdict(request: web.Request) -> web.Response:
             "vantage": agent.config.agent.vantage,
             "generated_at": time.time(),
             "sites": {site: _site_json(agent, site) for site in agent.verdicts},
+            "dependencies": dependencies_json(agent.views.latest.values()),
         }
     )
 

@@ -12,8 +12,11 @@ from pydantic import Field, ValidationError, field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
+from probes.dns import DnsConfig
+from probes.idp import IdpConfig
 from probes.journey import BUILTIN_VARIABLES, JourneyConfig, Step
 from probes.templating import malformed_placeholders, variables_in
+from probes.tls import TlsConfig
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 
@@ -80,11 +83,11 @@ class TelemetryConfig(Model):
 class Config(Model):
     agent: AgentConfig
     sites: list[SiteConfig] = Field(min_length=1)
-    idps: list[Any] = Field(default_factory=list, max_length=0)
+    idps: list[IdpConfig] = Field(default_factory=list)
     journeys: list[JourneyConfig] = Field(default_factory=list)
     replication: list[Any] = Field(default_factory=list, max_length=0)
-    dns: list[Any] = Field(default_factory=list, max_length=0)
-    tls: list[Any] = Field(default_factory=list, max_length=0)
+    dns: list[DnsConfig] = Field(default_factory=list)
+    tls: list[TlsConfig] = Field(default_factory=list)
     slos: list[Any] = Field(default_factory=list, max_length=0)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     peers: list[Any] = Field(default_factory=list, max_length=0)
@@ -153,7 +156,14 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
     for index, site in enumerate(config.sites):
         if site.ca_file is not None and not Path(site.ca_file).is_file():
             yield ("sites", index, "ca_file"), f"file not found: {site.ca_file}"
-    idp_names = {getattr(i, "name", None) for i in config.idps}
+    yield from _duplicates(("idps",), [i.name for i in config.idps], "idp")
+    yield from _duplicates(("tls",), [t.name for t in config.tls], "tls target")
+    yield from _duplicates(("dns",), [d.name for d in config.dns], "dns name")
+    idp_names = {i.name for i in config.idps}
+    for d, name in enumerate(config.dns):
+        for answer_site in name.answers:
+            if answer_site not in site_names:
+                yield ("dns", d, "answers", answer_site), f"unknown site {answer_site!r}"
     for j, journey in enumerate(config.journeys):
         base: Loc = ("journeys", j)
         for s, site_name in enumerate(journey.sites or []):

@@ -6,9 +6,9 @@ import asyncio
 
 from agent.config import Config
 from agent.results import Result
+from agent.runtime import probe_context
 from agent.scheduler import run_check
 from probes import registry
-from probes.base import ProbeContext
 from probes.http import new_session
 
 
@@ -16,7 +16,7 @@ async def run_once(config: Config, only: str | None = None) -> list[Result]:
     checks = [c for c in registry.plan(config) if only is None or only in (c.name, c.target)]
     semaphore = asyncio.Semaphore(config.agent.concurrency)
     async with new_session() as http:
-        ctx = ProbeContext(vantage=config.agent.vantage, http=http)
+        ctx = probe_context(config, http)
 
         async def one(check_index: int) -> Result:
             async with semaphore:

@@ -7,7 +7,9 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
+import aiohttp
 from aiohttp import web
 
 from agent import __version__
@@ -18,12 +20,20 @@ from agent.prometheus import PrometheusSink
 from agent.results import Result
 from agent.scheduler import Scheduler
 from agent.sinks import FanOut
-from agent.verdict import SiteOpinion, SiteVerdict, VantageView, Verdict, decide
+from agent.verdict import (
+    SiteOpinion,
+    SiteVerdict,
+    VantageView,
+    Verdict,
+    decide,
+    dependency_reasons,
+)
 from agent.view import ViewTracker
 from agent.yamlsource import ConfigInvalid
 from probes import registry
 from probes.base import ProbeContext
 from probes.http import new_session
+from probes.idp import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,7 @@ class Agent:
         self.loop_lag = 0.0
         self.scrapes = 0
         self.port: int | None = None
+        self.http: aiohttp.ClientSession | None = None
         self._stopping = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -57,8 +68,10 @@ class Agent:
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
         async with new_session() as http:
-            ctx = ProbeContext(vantage=self.config.agent.vantage, http=http)
-            self.scheduler = Scheduler(ctx, self.fanout, concurrency=self.config.agent.concurrency)
+            self.http = http
+            self.scheduler = Scheduler(
+                self.probe_context(), self.fanout, concurrency=self.config.agent.concurrency
+            )
             runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
             await runner.setup()
             try:
@@ -103,6 +116,10 @@ class Agent:
     def stop(self) -> None:
         self._stopping.set()
 
+    def probe_context(self) -> ProbeContext:
+        assert self.http is not None
+        return probe_context(self.config, self.http)
+
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -127,6 +144,7 @@ class Agent:
         self.config = new
         checks = registry.plan(new)
         assert self.scheduler is not None
+        self.scheduler.ctx = self.probe_context()
         self.scheduler.replace(checks)
         self.prometheus.vantage = new.agent.vantage
         self.prometheus.prune(
@@ -159,7 +177,7 @@ class Agent:
         )
 
     def refresh_verdicts(self) -> dict[str, SiteVerdict]:
-        self.verdicts = decide(
+        verdicts = decide(
             [(s.name, s.role) for s in self.config.sites],
             [self.local_view()],
             quorum=self.config.quorum,
@@ -167,6 +185,11 @@ class Agent:
             now=time.time(),
             previous=self.verdicts,
         )
+        latest = self.views.latest.values()
+        self.verdicts = {
+            site: replace(v, reasons=(*v.reasons, *dependency_reasons(site, latest)))
+            for site, v in verdicts.items()
+        }
         return self.verdicts
 
     async def _verdict_loop(self) -> None:
@@ -239,3 +262,9 @@ def _bound_port(runner: web.AppRunner) -> int:
         if isinstance(address, tuple):
             return int(address[1])
     raise RuntimeError("the API server is not bound")
+
+
+def probe_context(config: Config, http: aiohttp.ClientSession) -> ProbeContext:
+    """What every check run shares: the HTTP session and the IdP token cache."""
+    tokens = TokenCache({i.name: i for i in config.idps}, http) if config.idps else None
+    return ProbeContext(vantage=config.agent.vantage, http=http, tokens=tokens)

@@ -7,9 +7,10 @@ tested as a table.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent.results import Result
 from agent.view import SiteState
 
 
@@ -298,3 +299,48 @@ def verdict_json(v: SiteVerdict, view: Mapping[str, object]) -> dict[str, object
         "failover_target": v.failover_target,
         "replication": None if repl is None else repl.as_json(),
     }
+
+
+def dependency_reasons(site: str, latest: Iterable[Result]) -> tuple[str, ...]:
+    """What the IdP and DNS checks say that bears on a site's verdict.
+
+    DNS shows where the global name really points (after a failover, has traffic moved?); a
+    failing IdP explains journey failures that are not the site's fault.
+    """
+    reasons: list[str] = []
+    for result in latest:
+        facts = result.facts
+        if result.kind == "dns":
+            resolved = facts.get("resolved_sites")
+            if isinstance(resolved, list) and site in resolved:
+                reasons.append(
+                    f"DNS: {result.target} resolves to {site} (resolver {facts.get('resolver')})"
+                )
+            elif facts.get("expected_site") == site and not result.ok:
+                reasons.append(
+                    f"DNS: {result.target} should resolve to {site} but "
+                    f"{result.message or 'does not'} (resolver {facts.get('resolver')})"
+                )
+        elif result.kind == "idp" and not result.ok:
+            reasons.append(f"IdP {result.target} is failing [{result.reason}]: {result.message}")
+    return tuple(reasons)
+
+
+def dependencies_json(latest: Iterable[Result]) -> dict[str, object]:
+    """The latest IdP, DNS and TLS results, for the verdict JSON and the status page."""
+    out: dict[str, list[dict[str, object]]] = {"idps": [], "dns": [], "tls": []}
+    key = {"idp": "idps", "dns": "dns", "tls": "tls"}
+    for result in latest:
+        if result.kind in key:
+            out[key[result.kind]].append(
+                {
+                    "check": result.check,
+                    "target": result.target,
+                    "ok": result.ok,
+                    "reason": result.reason.value if result.reason else None,
+                    "message": result.message,
+                    "checked_at": result.started_at,
+                    "facts": dict(result.facts),
+                }
+            )
+    return dict(out)

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from agent.results import Result
+from agent.results import Reason, Result
 
 
 class SiteState(enum.StrEnum):
@@ -91,6 +91,19 @@ class ViewTracker:
         self.latest[result.check] = result
         if result.kind != "journey" or not result.critical or result.site not in self.views:
             return
+        blamed = self.blame_dependency(result)
+        if blamed is not None:
+            # The site may be fine: a shared dependency fails. Failing over would not help, so
+            # this run does not count towards `down`; the site is degraded, with the reason.
+            view = self.views[result.site]
+            self.views[result.site] = replace(
+                view,
+                state=SiteState.DEGRADED if view.state is SiteState.UP else view.state,
+                since=result.started_at if view.state is SiteState.UP else view.since,
+                evidence=(blamed,),
+                last_run_at=result.started_at + result.duration,
+            )
+            return
         self.views[result.site] = advance(
             self.views[result.site],
             result.ok,
@@ -125,9 +138,18 @@ class ViewTracker:
     def snapshot(self) -> Mapping[str, SiteView]:
         return dict(self.views)
 
-    def with_note(self, site: str, note: str) -> None:
-        view = self.views[site]
-        self.views[site] = replace(view, evidence=(*view.evidence, note))
+    def blame_dependency(self, result: Result) -> str | None:
+        """Evidence naming the IdP when a journey failed at auth while its IdP check fails."""
+        idp = result.facts.get("idp")
+        if result.ok or result.reason is not Reason.AUTH or not isinstance(idp, str):
+            return None
+        idp_result = self.latest.get(f"idp/{idp}")
+        if idp_result is None or idp_result.ok:
+            return None
+        return (
+            f"IdP {idp} is failing [{idp_result.reason}]: {idp_result.message}; journey "
+            f"{result.target} cannot authenticate (a dependency fault, not the site)"
+        )
 
 
 def describe_failure(result: Result) -> str:

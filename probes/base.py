@@ -22,6 +22,9 @@ class TokenSource(Protocol):
 
     async def token(self, idp: str) -> str: ...
 
+    def invalidate(self, idp: str, token: str | None = None) -> None:
+        """Drop a cached token the target refused (only if it is still the cached one)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeContext:

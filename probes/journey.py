@@ -249,7 +249,11 @@ class JourneyCheck(Check):
             span_id=new_span_id(),
             steps=tuple(steps),
             cleanup=cleanup,
-            facts={"tenant": variables["tenant"], "cleanup_ok": all(c.ok for c in cleanup)},
+            facts={
+                "tenant": variables["tenant"],
+                "cleanup_ok": all(c.ok for c in cleanup),
+                "idp": self.cfg.idp,
+            },
         )
 
 
@@ -439,6 +443,9 @@ class _Run:
         if any(low <= status <= high for low, high in step.expect.status):
             return None
         reason = Reason.AUTH if status in (401, 403) else Reason.HTTP_STATUS
+        if reason is Reason.AUTH and self.cfg.idp and self.ctx.tokens and self.token:
+            # The next run asks the IdP again instead of reusing a token the site refused.
+            self.ctx.tokens.invalidate(self.cfg.idp, self.token)
         snippet = body[:200].decode("utf-8", "replace").strip()
         raise CheckFailure(reason, f"HTTP {status}" + (f": {snippet}" if snippet else ""))
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from probes import journey
+from probes import dns, idp, journey, tls
 from probes.base import Check
 
 if TYPE_CHECKING:
     from agent.config import Config
 
-PLANNERS: tuple[Callable[[Config], list[Check]], ...] = (journey.plan,)
+PLANNERS: tuple[Callable[[Config], list[Check]], ...] = (
+    journey.plan,
+    idp.plan,
+    dns.plan,
+    tls.plan,
+)
 
 
 def plan(config: Config) -> list[Check]:

@@ -6,7 +6,11 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.platform"]
+pytest_plugins = [
+    "tests.fixtures.platform",
+    "tests.fixtures.dnsmasq",
+    "tests.fixtures.oidc",
+]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,220 @@
+"""Journey benchmark: steps/s on one core, CPU per step, timing error, RSS (issue 2 figures).
+
+Run: `.venv/bin/python -m bench.journeys` (or `make bench`). Prints a table; nothing is asserted.
+The agent side is pinned to CPU 0 and the target to CPU 1 when the machine has two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.cli import run_async
+from agent.config import Config
+from agent.scheduler import run_check
+from bench.target import Target
+from probes.base import ProbeContext
+from probes.http import new_session
+from probes.journey import JourneyCheck, JourneyConfig
+
+
+def five_step_journey(name: str = "bench", delay_ms: int = 0) -> JourneyConfig:
+    query = {"delay_ms": str(delay_ms)} if delay_ms else {}
+    steps: list[dict[str, Any]] = [
+        {
+            "name": f"step{i}",
+            "method": "POST" if i == 0 else "GET",
+            "path": f"/s{i}",
+            "query": query,
+            "expect": {"status": 200, "json": [{"path": "$.ok", "equals": True}]},
+            **({"extract": {"item": "$.id"}} if i == 0 else {}),
+        }
+        for i in range(5)
+    ]
+    steps[1]["path"] = "/s1/{{item}}"
+    return JourneyConfig.model_validate(
+        {"name": name, "interval": "10s", "timeout": "30s", "steps": steps}
+    )
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def throughput(
+    url: str, seconds: float, concurrency: int, keepalive: bool
+) -> dict[str, float]:
+    """Journeys back to back with `concurrency` workers; steps/s, CPU ms per step, loop lag."""
+    journey = five_step_journey()
+    async with new_session(keepalive=keepalive) as http:
+        ctx = ProbeContext(vantage="bench", http=http)
+        checks = [JourneyCheck(journey, site=f"s{i}", base_url=url) for i in range(concurrency)]
+        for c in checks:  # warm-up
+            await run_check(c, ctx)
+        steps = 0
+        lag = 0.0
+        stop_at = time.monotonic() + seconds
+
+        async def worker(check: JourneyCheck) -> None:
+            nonlocal steps
+            while time.monotonic() < stop_at:
+                result = await run_check(check, ctx)
+                steps += len(result.steps)
+                assert result.ok, result.summary()
+
+        async def lag_monitor() -> None:
+            nonlocal lag
+            while time.monotonic() < stop_at:
+                t = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag = max(lag, time.monotonic() - t - 0.01)
+
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.gather(lag_monitor(), *(worker(c) for c in checks))
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    return {
+        "steps_per_s": steps / wall,
+        "cpu_ms_per_step": cpu / steps * 1000,
+        "cpu_share": cpu / wall,
+        "max_loop_lag_ms": lag * 1000,
+    }
+
+
+async def timing_error(url: str, journeys: int, delay_ms: int, seconds: float) -> dict[str, float]:
+    """Measured step latency minus the delay the target injects, with `journeys` journeys in
+    flight at once, started at random offsets as the scheduler does (not in lockstep)."""
+    import random
+
+    journey = five_step_journey(delay_ms=delay_ms)
+    errors: list[float] = []
+    async with new_session() as http:
+        ctx = ProbeContext(vantage="bench", http=http)
+        checks = [JourneyCheck(journey, site=f"s{i}", base_url=url) for i in range(journeys)]
+        stop_at = time.monotonic() + seconds
+        measure_from = time.monotonic() + 1.0  # after every connection is open
+
+        async def worker(check: JourneyCheck) -> None:
+            await asyncio.sleep(random.uniform(0, 5 * delay_ms / 1000))  # noqa: S311
+            while time.monotonic() < stop_at:
+                result = await run_check(check, ctx)
+                if time.monotonic() > measure_from:
+                    errors.extend(s.duration * 1000 - delay_ms for s in result.steps)
+
+        cpu0 = time.process_time()
+        await asyncio.gather(*(worker(c) for c in checks))
+        cpu = time.process_time() - cpu0
+    errors.sort()
+    return {
+        "p50_ms": errors[len(errors) // 2],
+        "p99_ms": errors[int(len(errors) * 0.99)],
+        "samples": float(len(errors)),
+        "cpu_share": cpu / seconds,
+    }
+
+
+async def footprint(url: str, journeys: int, seconds: float) -> dict[str, float]:
+    """RSS of a real Agent with `journeys` five-step journeys configured and running."""
+    from agent.runtime import Agent
+
+    gc.collect()
+    before = rss_mb()
+    data: dict[str, Any] = {
+        "agent": {"vantage": "bench", "listen": "127.0.0.1:0"},
+        "sites": [{"name": "bench", "role": "primary", "base_url": url}],
+        "journeys": [
+            {
+                **five_step_journey(f"j{i}").model_dump(by_alias=True, exclude_defaults=True),
+                "interval": "2s",
+            }
+            for i in range(journeys)
+        ],
+    }
+    config = Config.model_validate(data)
+    agent = Agent(config)
+    task = asyncio.create_task(agent.run(install_signals=False))
+    await asyncio.sleep(seconds / 2)
+    middle = rss_mb()
+    await asyncio.sleep(seconds / 2)
+    after = rss_mb()
+    runs = agent.scheduler.runs_started if agent.scheduler else 0
+    agent.stop()
+    await task
+    return {"rss_start_mb": before, "rss_mid_mb": middle, "rss_end_mb": after, "runs": float(runs)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--footprint-seconds", type=float, default=30.0)
+    p.add_argument("--footprint-only", dest="only_footprint", action="store_true")
+    p.add_argument("--url", help="with --footprint-only: the running target")
+    args = p.parse_args()
+    if args.only_footprint:
+        footprint_main(args.url, args.footprint_seconds)
+        return
+    two_cores = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+    if two_cores:
+        os.sched_setaffinity(0, {0})
+    with Target(cpu=1 if two_cores else None) as url:
+        time.sleep(0.5)
+        print(f"target {url}; agent pinned to one core: {two_cores}")
+        for keepalive in (True, False):
+            rows = [
+                run_async(throughput(url, args.seconds, 50, keepalive)) for _ in range(args.repeat)
+            ]
+            sps = [r["steps_per_s"] for r in rows]
+            cpu = [r["cpu_ms_per_step"] for r in rows]
+            print(
+                f"throughput keepalive={keepalive}: steps/s median {statistics.median(sps):.0f} "
+                f"(min {min(sps):.0f}, max {max(sps):.0f}); CPU ms/step median "
+                f"{statistics.median(cpu):.3f} (min {min(cpu):.3f}, max {max(cpu):.3f}); "
+                f"max loop lag {max(r['max_loop_lag_ms'] for r in rows):.1f} ms"
+            )
+        for n in (50, 200, 1000):
+            t = run_async(timing_error(url, n, 100, args.seconds))
+            print(
+                f"timing error, {n} concurrent journeys (100 ms injected per step): "
+                f"p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms over "
+                f"{t['samples']:.0f} steps; agent CPU {t['cpu_share'] * 100:.0f}% of a core"
+            )
+        if args.only_footprint is False:
+            # A fresh process, so earlier sections' allocations do not count.
+            import subprocess
+            import sys
+
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.journeys",
+                    "--footprint-only",
+                    "--footprint-seconds",
+                    str(args.footprint_seconds),
+                    "--url",
+                    url,
+                ],
+                check=True,
+            )
+
+
+def footprint_main(url: str, seconds: float) -> None:
+    f = run_async(footprint(url, 200, seconds))
+    print(
+        f"footprint, 200 five-step journeys every 2s: RSS {f['rss_start_mb']:.1f} MB "
+        f"before the agent, {f['rss_mid_mb']:.1f} MB at {seconds / 2:.0f}s, "
+        f"{f['rss_end_mb']:.1f} MB at {seconds:.0f}s ({f['runs']:.0f} runs)"
+    )
+
+
+if __name__ == "__main__":
+    main()

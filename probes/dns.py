@@ -1,0 +1,365 @@
+"""DNS checks: does a global name, asked of one resolver, point at the site it should?"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+
+from agent.configtypes import Duration, Model, Name
+from agent.results import Measurement, Reason, Result
+from probes.base import Check, ProbeContext, new_run_id, wall_now
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+# Room the scheduler's hard limit leaves above the probe's own timeout, so a slow resolver ends
+# as this probe's `timeout` result with facts rather than as a cancelled run.
+_SCHEDULER_MARGIN = 1.0
+
+
+def normalise_answer(value: str) -> str:
+    """The form answers are compared in: addresses canonical, names lower-case without the root dot.
+
+    Raises ValueError for text that is neither an IP address nor a DNS name.
+    """
+    text = value.strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not text or text == ".":
+        raise ValueError(f"{value!r} is neither an IP address nor a DNS name")
+    try:
+        name = dns.name.from_text(text)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"{value!r} is neither an IP address nor a DNS name: {exc}") from None
+    return name.to_text(omit_final_dot=True).lower()
+
+
+def _dns_name(value: str) -> str:
+    if not value.strip(".") or value != value.strip():
+        raise ValueError("must be a DNS name such as orders.example.test")
+    try:
+        dns.name.from_text(value)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"invalid DNS name {value!r}: {exc}") from None
+    return value
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address: a resolver is asked directly, by address"
+        ) from None
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+RecordType = Annotated[Literal["A", "AAAA", "CNAME"], BeforeValidator(_upper)]
+
+
+class DnsResolverConfig(Model):
+    """One resolver to ask. `recursion: false` clears the RD bit: an authoritative query."""
+
+    name: Name
+    address: Annotated[str, AfterValidator(_ip_address)]
+    port: int = Field(default=53, ge=1, le=65535)
+    recursion: bool = True
+
+
+class DnsConfig(Model):
+    """One global name, the resolvers to ask, and which answer means which site."""
+
+    name: DnsName
+    record_type: RecordType = "A"
+    interval: Duration = 30.0
+    timeout: Duration = 2.0
+    # A TTL above this still works but slows failover: reported as a warning, not a failure.
+    ttl_ceiling: Duration | None = None
+    expect_site: Name | None = None
+    resolvers: list[DnsResolverConfig] = Field(min_length=1)
+    # Per site, the addresses or CNAME targets that mean "the name points at this site".
+    answers: dict[Name, list[str]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DnsConfig:
+        seen_resolvers: set[str] = set()
+        for resolver in self.resolvers:
+            if resolver.name in seen_resolvers:
+                raise ValueError(f"resolver {resolver.name!r} is listed twice")
+            seen_resolvers.add(resolver.name)
+        owner: dict[str, str] = {}
+        for site, values in self.answers.items():
+            if not values:
+                raise ValueError(f"answers.{site}: list at least one address or CNAME target")
+            for value in values:
+                key = normalise_answer(value)
+                if self.record_type == "CNAME" and _is_address(key):
+                    raise ValueError(
+                        f"answers.{site}: {value!r} is an address, but a CNAME query only "
+                        "returns names"
+                    )
+                if key in owner and owner[key] != site:
+                    raise ValueError(
+                        f"answer {value!r} is listed for both {owner[key]} and {site}: "
+                        "it must mean one site"
+                    )
+                owner[key] = site
+        if self.expect_site is not None and self.expect_site not in self.answers:
+            raise ValueError(f"expect_site {self.expect_site!r} has no entry under answers")
+        return self
+
+    def site_of(self) -> dict[str, str]:
+        """Normalised answer -> site."""
+        return {normalise_answer(v): site for site, values in self.answers.items() for v in values}
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+_WANTED = {
+    "A": (dns.rdatatype.CNAME, dns.rdatatype.A),
+    "AAAA": (dns.rdatatype.CNAME, dns.rdatatype.AAAA),
+    "CNAME": (dns.rdatatype.CNAME,),
+}
+
+
+class DnsCheck(Check):
+    """One global name asked of one resolver."""
+
+    kind = "dns"
+
+    def __init__(
+        self, cfg: DnsConfig, resolver: DnsResolverConfig, *, expect_site: str | None
+    ) -> None:
+        if expect_site is not None and expect_site not in cfg.answers:
+            raise ValueError(
+                f"dns {cfg.name}: expected site {expect_site!r} has no entry under answers"
+            )
+        super().__init__(
+            name=f"dns/{cfg.name}/{resolver.name}",
+            target=cfg.name,
+            interval=cfg.interval,
+            timeout=cfg.timeout + _SCHEDULER_MARGIN,
+            site=None,
+        )
+        self.cfg = cfg
+        self.resolver = resolver
+        self.expect_site = expect_site
+        self._site_of = cfg.site_of()
+        self._sites_in_order = list(cfg.answers)
+
+    def _query(self) -> dns.message.Message:
+        query = dns.message.make_query(self.cfg.name, dns.rdatatype.from_text(self.cfg.record_type))
+        if not self.resolver.recursion:
+            query.flags &= ~dns.flags.RD
+        return query
+
+    async def run(self, ctx: ProbeContext) -> Result:
+        run_id = new_run_id()
+        started_at = wall_now()
+        start = time.monotonic()
+        facts: dict[str, object] = {
+            "name": self.cfg.name,
+            "resolver": self.resolver.name,
+            "rcode": None,
+            "answers": [],
+            "ttl": None,
+            "latency_seconds": None,
+            "resolved_sites": [],
+            "expected_site": self.expect_site,
+            "match": False,
+            "warnings": [],
+        }
+        where = f"{self.resolver.name} ({self.resolver.address}#{self.resolver.port})"
+        try:
+            # A fresh query to the resolver itself every run: nothing is cached between runs.
+            async with asyncio.timeout(self.cfg.timeout):
+                response, _used_tcp = await dns.asyncquery.udp_with_fallback(
+                    self._query(),
+                    self.resolver.address,
+                    timeout=self.cfg.timeout,
+                    port=self.resolver.port,
+                )
+        except (TimeoutError, dns.exception.Timeout):
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.TIMEOUT,
+                f"{self.cfg.name}: no answer from {where} within {self.cfg.timeout:g}s",
+            )
+        except OSError as exc:
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.CONNECT,
+                f"{self.cfg.name}: cannot reach {where}: {exc.strerror or exc}",
+            )
+        except dns.exception.DNSException as exc:
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.DNS,
+                f"{self.cfg.name}: unusable answer from {where}: {exc}",
+            )
+        latency = time.monotonic() - start
+        facts["latency_seconds"] = round(latency, 6)
+        return self._judge(response, run_id, started_at, start, facts, where)
+
+    def _judge(
+        self,
+        response: dns.message.Message,
+        run_id: str,
+        started_at: float,
+        start: float,
+        facts: dict[str, object],
+        where: str,
+    ) -> Result:
+        rcode = dns.rcode.to_text(response.rcode())
+        facts["rcode"] = rcode
+        if response.rcode() != dns.rcode.NOERROR:
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.DNS,
+                f"{self.cfg.name}: {rcode} from {where}",
+            )
+        answers, ttl = _answers(response, _WANTED[self.cfg.record_type])
+        facts["answers"] = answers
+        facts["ttl"] = ttl
+        warnings: list[str] = []
+        if ttl is not None and self.cfg.ttl_ceiling is not None and ttl > self.cfg.ttl_ceiling:
+            warnings.append(
+                f"TTL {ttl}s is above the ceiling of {self.cfg.ttl_ceiling:g}s: "
+                "resolvers keep the old answer that long after a failover"
+            )
+        facts["warnings"] = warnings
+        if not answers:
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.DNS,
+                f"{self.cfg.name}: no {self.cfg.record_type} records from {where} "
+                f"(NOERROR, empty answer)",
+            )
+        found = {self._site_of[a] for a in answers if a in self._site_of}
+        sites = [s for s in self._sites_in_order if s in found]
+        facts["resolved_sites"] = sites
+        if not sites:
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.ASSERTION,
+                f"{self.cfg.name} resolves to {', '.join(answers)}, which is no configured site",
+                sites=sites,
+            )
+        if self.expect_site is not None and sites != [self.expect_site]:
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.ASSERTION,
+                f"{self.cfg.name} resolves to {', '.join(sites)}, expected {self.expect_site}",
+                sites=sites,
+            )
+        facts["match"] = True
+        return self._result(run_id, started_at, start, facts, None, "", sites=sites)
+
+    def _result(
+        self,
+        run_id: str,
+        started_at: float,
+        start: float,
+        facts: dict[str, object],
+        reason: Reason | None,
+        message: str,
+        *,
+        sites: Sequence[str] = (),
+    ) -> Result:
+        labels = {"name": self.cfg.name, "resolver": self.resolver.name}
+        measurements = [
+            Measurement("dns_answer_match", labels, 1.0 if reason is None else 0.0),
+            *(Measurement("dns_resolved_site", {**labels, "site": s}, 1.0) for s in sites),
+        ]
+        return Result(
+            check=self.name,
+            kind=self.kind,
+            target=self.target,
+            site=self.site,
+            critical=self.critical,
+            ok=reason is None,
+            reason=reason,
+            message=message,
+            started_at=started_at,
+            duration=time.monotonic() - start,
+            run_id=run_id,
+            measurements=tuple(measurements),
+            facts=facts,
+        )
+
+
+def _answers(
+    response: dns.message.Message, wanted: tuple[dns.rdatatype.RdataType, ...]
+) -> tuple[list[str], int | None]:
+    """The normalised answers of the wanted types (the CNAME chain included) and the lowest
+    TTL among them: how long a resolver may keep serving this answer."""
+    answers: list[str] = []
+    ttls: list[int] = []
+    for rrset in response.answer:
+        if rrset.rdtype not in wanted:
+            continue
+        ttls.append(int(rrset.ttl))
+        for rdata in rrset:
+            text = rdata.to_text()
+            value = normalise_answer(text)
+            if value not in answers:
+                answers.append(value)
+    return answers, (min(ttls) if ttls else None)
+
+
+def plan(config: Config) -> list[Check]:
+    """One check per name and resolver. A name with no `expect_site` should point at the
+    primary site, when the answers say which addresses that is."""
+    primaries = [s.name for s in config.sites if s.role == "primary"]
+    checks: list[Check] = []
+    for name in config.dns:
+        expect = name.expect_site
+        if expect is None:
+            expect = next((p for p in primaries if p in name.answers), None)
+        checks.extend(DnsCheck(name, resolver, expect_site=expect) for resolver in name.resolvers)
+    return checks
