@@ -106,7 +106,11 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="failsight", description=__doc__)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info (warning for the demo, whose status lines say enough)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent until SIGTERM/SIGINT; SIGHUP reloads")
     run.add_argument("--config", required=True)
@@ -139,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from agent.logs import configure_logging
 
-    configure_logging(args.log_level, stdout=True)
+    default_level = "warning" if args.command == "demo" else "info"
+    configure_logging(args.log_level or default_level, stdout=True)
     code: int = args.func(args)
     return code

@@ -195,9 +195,11 @@ class Agent:
     async def _verdict_loop(self) -> None:
         # Verdicts are also computed on every API request; this keeps `since`, the metrics
         # and the logs current when nobody is asking.
+        announced: dict[str, Verdict] = {}
         while True:
-            before = {s: v.verdict for s, v in self.verdicts.items()}
+            before, announced = announced, {}
             for site, v in self.refresh_verdicts().items():
+                announced[site] = v.verdict
                 if before.get(site) not in (None, v.verdict):
                     log.warning(
                         "site %s verdict %s -> %s: %s",
