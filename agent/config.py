@@ -26,6 +26,9 @@ class AgentConfig(Model):
     listen: str = "127.0.0.1:9747"
     concurrency: int = Field(default=64, ge=1, le=10_000)
     shutdown_grace: Duration = 10.0
+    # Reuse HTTP connections between runs (cheaper); false opens a fresh connection per
+    # request, so every run also measures DNS, TCP and TLS set-up, as blackbox_exporter does.
+    keepalive: bool = True
     cloud_provider: str | None = None
     cloud_region: str | None = None
 

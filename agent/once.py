@@ -15,7 +15,7 @@ from probes.http import new_session
 async def run_once(config: Config, only: str | None = None) -> list[Result]:
     checks = [c for c in registry.plan(config) if only is None or only in (c.name, c.target)]
     semaphore = asyncio.Semaphore(config.agent.concurrency)
-    async with new_session() as http:
+    async with new_session(keepalive=config.agent.keepalive) as http:
         ctx = probe_context(config, http)
 
         async def one(check_index: int) -> Result:

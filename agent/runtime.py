@@ -67,7 +67,7 @@ class Agent:
 
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
-        async with new_session() as http:
+        async with new_session(keepalive=self.config.agent.keepalive) as http:
             self.http = http
             self.scheduler = Scheduler(
                 self.probe_context(), self.fanout, concurrency=self.config.agent.concurrency
