@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -19,6 +21,7 @@ AGENT: web.AppKey[Agent] = web.AppKey("agent")
 def build_app(agent: Agent) -> web.Application:
     app = web.Application()
     app[AGENT] = agent
+    app.router.add_get("/", status_page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -27,6 +30,24 @@ def build_app(agent: Agent) -> web.Application:
     app.router.add_get("/v1/sites/{site}/health", site_health)
     app.router.add_get("/v1/results", results)
     return app
+
+
+STATUS_PAGE = Path(__file__).with_name("static") / "status.html"
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """The operator's page: self-contained HTML that refreshes itself from /v1/verdict."""
+    return web.Response(
+        body=STATUS_PAGE.read_bytes(),
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -69,7 +90,17 @@ def _view_json(agent: Agent) -> dict[str, object]:
 
 
 async def view(request: web.Request) -> web.Response:
-    return web.json_response(_view_json(request.app[AGENT]))
+    agent = request.app[AGENT]
+    token = agent.config.agent.view_token
+    if token is not None:
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(presented, token.get_secret_value().encode()):
+            return web.json_response(
+                {"error": "a valid bearer token is required"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    return web.json_response(_view_json(agent))
 
 
 def _site_json(agent: Agent, site: str) -> dict[str, object]:
@@ -89,6 +120,10 @@ async def verdict(request: web.Request) -> web.Response:
             "generated_at": time.time(),
             "sites": {site: _site_json(agent, site) for site in agent.verdicts},
             "dependencies": dependencies_json(agent.views.latest.values()),
+            "peers": {
+                name: {"fetched_at": state.fetched_at, "error": state.error}
+                for name, state in agent.peers.states.items()
+            },
         }
     )
 

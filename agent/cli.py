@@ -124,7 +124,11 @@ def parser() -> argparse.ArgumentParser:
     once.add_argument("--json", action="store_true", help="one JSON object per result")
     once.set_defaults(func=cmd_once)
     demo = sub.add_parser("demo", help="the simulated two-cloud platform and an agent on it")
-    demo.add_argument("--scenario", choices=["steady", "site-outage"], default="steady")
+    demo.add_argument(
+        "--scenario",
+        default="steady",
+        choices=["steady", "site-outage", "vantage-partition", "vantage-offline"],
+    )
     demo.add_argument(
         "--duration",
         type=float,

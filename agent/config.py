@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret
+from agent.peers import PeerConfig
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
 from probes.dns import DnsConfig
 from probes.idp import IdpConfig
@@ -29,6 +30,8 @@ class AgentConfig(Model):
     # Reuse HTTP connections between runs (cheaper); false opens a fresh connection per
     # request, so every run also measures DNS, TCP and TLS set-up, as blackbox_exporter does.
     keepalive: bool = True
+    # When set, /v1/view answers only requests bearing this token (the peers' bearer_token).
+    view_token: Secret | None = None
     cloud_provider: str | None = None
     cloud_region: str | None = None
 
@@ -93,7 +96,7 @@ class Config(Model):
     tls: list[TlsConfig] = Field(default_factory=list)
     slos: list[Any] = Field(default_factory=list, max_length=0)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
-    peers: list[Any] = Field(default_factory=list, max_length=0)
+    peers: list[PeerConfig] = Field(default_factory=list)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
 
     def site(self, name: str) -> SiteConfig:
@@ -105,7 +108,7 @@ class Config(Model):
 
     @property
     def vantages(self) -> tuple[str, ...]:
-        return (self.agent.vantage, *(getattr(p, "name", "") for p in self.peers))
+        return (self.agent.vantage, *(p.name for p in self.peers))
 
     @property
     def quorum(self) -> int:
@@ -162,6 +165,16 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
     yield from _duplicates(("idps",), [i.name for i in config.idps], "idp")
     yield from _duplicates(("tls",), [t.name for t in config.tls], "tls target")
     yield from _duplicates(("dns",), [d.name for d in config.dns], "dns name")
+    yield from _duplicates(("peers",), [p.name for p in config.peers], "peer")
+    for p, peer in enumerate(config.peers):
+        if peer.name == config.agent.vantage:
+            yield ("peers", p, "name"), "a peer cannot have this agent's own vantage name"
+    if config.verdict.quorum is not None and config.verdict.quorum > len(config.vantages):
+        yield (
+            ("verdict", "quorum"),
+            f"{config.verdict.quorum} is more than the {len(config.vantages)} vantage(s) "
+            "(this agent and its peers): no verdict could ever be reached",
+        )
     idp_names = {i.name for i in config.idps}
     for d, name in enumerate(config.dns):
         for answer_site in name.answers:

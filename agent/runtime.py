@@ -16,6 +16,7 @@ from agent import __version__
 from agent.api import build_app
 from agent.config import Config, load_config
 from agent.metrics import CATALOGUE, Sample
+from agent.peers import PeerPoller
 from agent.prometheus import PrometheusSink
 from agent.results import Result
 from agent.scheduler import Scheduler
@@ -27,6 +28,7 @@ from agent.verdict import (
     Verdict,
     decide,
     dependency_reasons,
+    replication_states,
 )
 from agent.view import ViewTracker
 from agent.yamlsource import ConfigInvalid
@@ -61,6 +63,9 @@ class Agent:
         self.scrapes = 0
         self.port: int | None = None
         self.http: aiohttp.ClientSession | None = None
+        self.peers = PeerPoller([], None)
+        self._peer_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -93,10 +98,12 @@ class Agent:
                             registry.plan(self.config), grace=self.config.agent.shutdown_grace
                         )
                     )
+                    self._tg = tg
                     watchers = [
                         tg.create_task(self._verdict_loop()),
                         tg.create_task(self._loop_lag_monitor()),
                     ]
+                    self._start_peers()
                     await self._stopping.wait()
                     log.info(
                         "stopping: no new runs; in-flight runs get %.1fs",
@@ -104,8 +111,9 @@ class Agent:
                     )
                     self.scheduler.stop()
                     await scheduler
-                    for task in watchers:
-                        task.cancel()
+                    for task in (*watchers, self._peer_task):
+                        if task is not None:
+                            task.cancel()
             finally:
                 if install_signals:
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -115,6 +123,16 @@ class Agent:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _start_peers(self) -> None:
+        """(Re)start polling the configured peers, keeping what is known of those that stay."""
+        assert self._tg is not None and self.http is not None
+        if self._peer_task is not None:
+            self._peer_task.cancel()
+        known = self.peers.states
+        self.peers = PeerPoller(self.config.peers, self.http)
+        self.peers.states.update({k: v for k, v in known.items() if k in self.peers.states})
+        self._peer_task = self._tg.create_task(self.peers.run(), name="peers")
 
     def probe_context(self) -> ProbeContext:
         assert self.http is not None
@@ -158,6 +176,7 @@ class Agent:
             new.verdict.recovery_threshold,
         )
         self.verdicts = {k: v for k, v in self.verdicts.items() if k in self.views.views}
+        self._start_peers()
 
     @property
     def ready(self) -> bool:
@@ -179,10 +198,11 @@ class Agent:
     def refresh_verdicts(self) -> dict[str, SiteVerdict]:
         verdicts = decide(
             [(s.name, s.role) for s in self.config.sites],
-            [self.local_view()],
+            [self.local_view(), *self.peers.views()],
             quorum=self.config.quorum,
             stale_after=self.config.verdict.peer_stale_after,
             now=time.time(),
+            replication=replication_states(self.views.latest.values()),
             previous=self.verdicts,
         )
         latest = self.views.latest.values()

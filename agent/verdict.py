@@ -344,3 +344,32 @@ def dependencies_json(latest: Iterable[Result]) -> dict[str, object]:
                 }
             )
     return dict(out)
+
+
+def replication_states(latest: Iterable[Result]) -> list[ReplicationState]:
+    """Every primary -> replica pair, from the latest replication check results."""
+    out: list[ReplicationState] = []
+    for result in latest:
+        if result.kind != "replication":
+            continue
+        facts = result.facts
+        replicas = facts.get("replicas")
+        if not isinstance(replicas, list):
+            continue
+        for replica in replicas:
+            if not isinstance(replica, Mapping):
+                continue
+            lag = replica.get("lag_seconds")
+            out.append(
+                ReplicationState(
+                    cluster=str(facts.get("cluster")),
+                    primary_site=str(facts.get("primary_site")),
+                    replica_site=str(replica.get("site")),
+                    rpo_seconds=float(facts.get("rpo_seconds") or 0.0),  # type: ignore[arg-type]
+                    lag_seconds=float(lag) if isinstance(lag, int | float) else None,
+                    streaming=bool(replica.get("streaming")),
+                    split_brain=bool(replica.get("split_brain")),
+                    observed_at=result.started_at,
+                )
+            )
+    return out

@@ -1,12 +1,14 @@
-"""`failsight demo`: the simulated two-cloud platform and an agent watching it."""
+"""`failsight demo`: the simulated two-cloud platform and one agent per cloud watching it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config import Config, load_config
@@ -16,67 +18,130 @@ from agent.runtime import Agent
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = Path(__file__).with_name("config.yaml")
-OUTAGE_AFTER = 20.0
+FAULT_AFTER = 20.0
+SCENARIOS = {
+    "steady": "no faults",
+    "site-outage": "the primary site answers 503 to everyone: quorum forms, failover recommended",
+    "vantage-partition": "azure-weu alone loses its path to the primary: local, no failover",
+    "vantage-offline": "azure-weu loses its network to every site: its view is impaired, no vote",
+}
+
+
+def vantage_configs(config: Config) -> list[Config]:
+    """This config's agent plus one per peer, each listing the others as its peers."""
+    everyone = [(config.agent.vantage, config.agent.listen)] + [
+        (p.name, urlsplit(p.url).netloc) for p in config.peers
+    ]
+    template: dict[str, Any] = config.model_dump(by_alias=True, exclude_none=True)
+    peer_defaults = (
+        config.peers[0].model_dump(include={"interval", "timeout"}) if config.peers else {}
+    )
+    out = [config]
+    for vantage, listen in everyone[1:]:
+        data = {**template, "agent": {**template["agent"], "vantage": vantage, "listen": listen}}
+        data["peers"] = [
+            {"name": name, "url": f"http://{addr}", **peer_defaults}
+            for name, addr in everyone
+            if name != vantage
+        ]
+        out.append(Config.model_validate(data))
+    return out
 
 
 async def run_demo(*, scenario: str = "steady", duration: float | None = None) -> int:
     config = load_config(DEMO_CONFIG)
     ports = [urlsplit(s.base_url).port or 80 for s in config.sites]
     platform = Platform([s.name for s in config.sites], ports=ports)
-    await platform.start()
-    agent = Agent(config, str(DEMO_CONFIG))
-    api = f"http://{config.agent.listen}"
-    print("failsight demo: the simulated platform and one agent are running")
+    try:
+        await platform.start()
+    except OSError as exc:
+        print(
+            f"failsight demo: cannot listen on the demo ports {ports}: {exc.strerror} "
+            "(is another demo running?)"
+        )
+        return 1
+    agents = [Agent(c) for c in vantage_configs(config)]
+    primary = config.sites[0].name
+    print("failsight demo: the simulated platform and one agent per cloud are running")
     for site in config.sites:
         print(
             f"  site {site.name:10} ({site.role:7}) {platform.urls[site.name]}"
             f"   admin: {platform.urls[site.name]}/admin/state"
         )
-    print(f"  agent verdict   {api}/v1/verdict")
-    print(f"  agent metrics   {api}/metrics")
-    print(f"  site health     {api}/v1/sites/{config.sites[0].name}/health (503 = fail over)")
-    if scenario == "site-outage":
-        print(f"  scenario site-outage: {config.sites[0].name} goes down after {OUTAGE_AFTER:.0f}s")
+    for agent in agents:
+        api = f"http://{agent.config.agent.listen}"
+        print(f"  agent {agent.config.agent.vantage:10} {api}/v1/verdict   {api}/metrics   {api}/")
+    print(
+        f"  site health     http://{config.agent.listen}/v1/sites/{primary}/health "
+        "(503 = fail over)"
+    )
+    print(
+        f"  scenario {scenario}: {SCENARIOS[scenario]}"
+        + (f", after {FAULT_AFTER:.0f}s" if scenario != "steady" else "")
+    )
     print("Ctrl-C stops everything.", flush=True)
+    loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        for agent in agents:
+            agent.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_all)
     try:
         async with asyncio.TaskGroup() as tg:
-            run = tg.create_task(agent.run())
-            helpers = [tg.create_task(_report(agent, config))]
-            if scenario == "site-outage":
-                helpers.append(tg.create_task(_outage(platform, config.sites[0].name)))
+            runs = [tg.create_task(a.run(install_signals=False)) for a in agents]
+            helpers = [tg.create_task(_report(agents, config))]
+            if scenario != "steady":
+                helpers.append(tg.create_task(_inject(platform, config, scenario)))
             if duration is not None:
-                helpers.append(tg.create_task(_stop_after(agent, duration)))
-            await run
+                helpers.append(tg.create_task(_stop_after(agents, duration)))
+            await asyncio.gather(*runs)
             for task in helpers:
                 task.cancel()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         await platform.stop()
     print("failsight demo: stopped")
     return 0
 
 
-async def _outage(platform: Platform, site: str) -> None:
-    await asyncio.sleep(OUTAGE_AFTER)
-    print(f">>> injecting an outage at {site} (every API call answers 503)", flush=True)
-    platform.set_fault(site, Fault(kind="outage"))
+async def _inject(platform: Platform, config: Config, scenario: str) -> None:
+    await asyncio.sleep(FAULT_AFTER)
+    primary = config.sites[0].name
+    observer = config.peers[-1].name if config.peers else config.agent.vantage
+    if scenario == "site-outage":
+        print(f">>> {primary} goes down: every API call answers 503", flush=True)
+        platform.set_fault(primary, Fault(kind="outage"))
+    elif scenario == "vantage-partition":
+        print(f">>> {observer} loses its network path to {primary}", flush=True)
+        platform.set_fault(primary, Fault(kind="outage", vantage=observer))
+    elif scenario == "vantage-offline":
+        print(f">>> {observer} loses its network to every site", flush=True)
+        for site in config.sites:
+            platform.set_fault(site.name, Fault(kind="outage", vantage=observer))
 
 
-async def _stop_after(agent: Agent, seconds: float) -> None:
+async def _stop_after(agents: list[Agent], seconds: float) -> None:
     await asyncio.sleep(seconds)
-    agent.stop()
+    for agent in agents:
+        agent.stop()
 
 
-async def _report(agent: Agent, config: Config) -> None:
-    """One status line every few seconds, so the user sees the view and verdict move."""
+async def _report(agents: list[Agent], config: Config) -> None:
+    """A status line every few seconds: each vantage's view, and the verdict."""
     start = time.monotonic()
     while True:
         await asyncio.sleep(5.0)
         with contextlib.suppress(KeyError):
-            verdicts = agent.refresh_verdicts()
-            views = agent.views.snapshot()
-            parts = [
-                f"{s.name}: view={views[s.name].state.value} "
-                f"verdict={verdicts[s.name].verdict.value}"
-                for s in config.sites
-            ]
-            print(f"[{time.monotonic() - start:5.0f}s] " + " | ".join(parts), flush=True)
+            verdicts = agents[0].refresh_verdicts()
+            parts = []
+            for site in config.sites:
+                views = " ".join(
+                    f"{a.config.agent.vantage}={a.views.snapshot()[site.name].state.value}"
+                    + ("(impaired)" if a.views.impaired else "")
+                    for a in agents
+                )
+                parts.append(f"{site.name}: [{views}] -> {verdicts[site.name].verdict.value}")
+            print(f"[{time.monotonic() - start:4.0f}s] " + " | ".join(parts), flush=True)

@@ -51,7 +51,8 @@ def errors_of(path: Path) -> list[str]:
 def test_the_demo_config_is_valid() -> None:
     config = load_config("deploy/demo.yaml")
     assert [s.name for s in config.sites] == ["aws-use1", "gcp-euw1"]
-    assert config.quorum == 1
+    assert config.quorum == 2
+    assert [p.name for p in config.peers] == ["gcp-euw1", "azure-weu"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,159 @@
+"""Three agents, three vantages, one platform: quorum across clouds over real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agent.config import Config
+from agent.demo.run import vantage_configs
+from agent.demo.simulator import Fault, Platform
+from agent.peers import parse_view
+from agent.runtime import Agent
+from tests.fixtures.platform import demo_config_data, get_json, running_agent, wait_for
+
+VANTAGES = ("aws-use1", "gcp-euw1", "azure-weu")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def three_vantage_config(platform: Platform, **agent: Any) -> Config:
+    data = demo_config_data(platform)
+    ports = [free_port() for _ in VANTAGES]
+    data["agent"].update(listen=f"127.0.0.1:{ports[0]}", **agent)
+    data["peers"] = [
+        {"name": v, "url": f"http://127.0.0.1:{p}", "interval": "200ms", "timeout": "500ms"}
+        for v, p in zip(VANTAGES[1:], ports[1:], strict=True)
+    ]
+    data["verdict"] = {
+        "failure_threshold": 2,
+        "recovery_threshold": 2,
+        "quorum": 2,
+        "peer_stale_after": "2s",
+    }
+    return Config.model_validate(data)
+
+
+@contextlib.asynccontextmanager
+async def three_agents(platform: Platform, **agent: Any) -> AsyncIterator[list[Agent]]:
+    configs = vantage_configs(three_vantage_config(platform, **agent))
+    async with contextlib.AsyncExitStack() as stack:
+        agents = [await stack.enter_async_context(running_agent(c)) for c in configs]
+        yield agents
+
+
+def verdicts(agents: list[Agent], site: str) -> set[str]:
+    return {a.refresh_verdicts()[site].verdict.value for a in agents}
+
+
+async def test_quorum_of_vantages_recommends_failover(platform: Platform) -> None:
+    async with three_agents(platform) as agents:
+        await wait_for(lambda: verdicts(agents, "aws-use1") == {"healthy"}, timeout=15)
+        platform.set_fault("aws-use1", Fault(kind="outage"))
+        await wait_for(lambda: verdicts(agents, "aws-use1") == {"failover_recommended"}, timeout=15)
+        # Every vantage's own view is down; the peers' copies catch up within a poll or two.
+        await wait_for(lambda: agents[1].refresh_verdicts()["aws-use1"].quorum.down == 3)
+        status, body = await get_json(f"http://127.0.0.1:{agents[1].port}/v1/sites/aws-use1/health")
+        assert status == 503
+        assert body["quorum"]["required"] == 2
+        assert body["quorum"]["down"] == 3
+        assert body["quorum"]["vantages"] == {v: "down" for v in VANTAGES}
+        assert body["failover_target"] == "gcp-euw1"
+        assert verdicts(agents, "gcp-euw1") == {"healthy"}
+
+
+async def test_one_vantage_losing_its_path_is_not_a_failover(platform: Platform) -> None:
+    async with three_agents(platform) as agents:
+        await wait_for(lambda: verdicts(agents, "aws-use1") == {"healthy"}, timeout=15)
+        platform.set_fault("aws-use1", Fault(kind="outage", vantage="azure-weu"))
+        await wait_for(lambda: agents[2].views.views["aws-use1"].state == "down", timeout=15)
+        await wait_for(lambda: verdicts(agents, "aws-use1") == {"degraded"}, timeout=5)
+        await wait_for(
+            lambda: (
+                agents[0].refresh_verdicts()["aws-use1"].quorum.vantages.get("azure-weu") == "down"
+            )
+        )
+        status, body = await get_json(f"http://127.0.0.1:{agents[0].port}/v1/sites/aws-use1/health")
+        assert status == 200
+        assert body["verdict"] == "degraded"
+        assert body["quorum"]["vantages"] == {
+            "aws-use1": "up",
+            "gcp-euw1": "up",
+            "azure-weu": "down",
+        }
+        assert body["reasons"][0].startswith("1 of 3 views see it down (2 needed): not a failover")
+
+
+async def test_a_vantage_that_sees_everything_fail_does_not_vote(platform: Platform) -> None:
+    async with three_agents(platform) as agents:
+        for site in ("aws-use1", "gcp-euw1"):
+            platform.set_fault(site, Fault(kind="outage", vantage="azure-weu"))
+        await wait_for(lambda: agents[2].views.impaired, timeout=15)
+        await wait_for(
+            lambda: (
+                agents[0].refresh_verdicts()["aws-use1"].quorum.vantages.get("azure-weu")
+                == "impaired"
+            ),
+            timeout=5,
+        )
+        # Two fresh votes remain, enough for the quorum of 2: both sites stay healthy for all.
+        # (each agent within a poll of azure's impaired view)
+        await wait_for(lambda: verdicts(agents, "aws-use1") == {"healthy"}, timeout=5)
+        await wait_for(lambda: verdicts(agents, "gcp-euw1") == {"healthy"}, timeout=5)
+        assert all(a.refresh_verdicts()["aws-use1"].quorum.fresh == 2 for a in agents)
+
+
+async def test_dead_peers_go_stale_and_too_few_views_is_unknown(platform: Platform) -> None:
+    config = three_vantage_config(platform)
+    async with running_agent(config) as agent:  # its two peers never start
+        await wait_for(lambda: all(s.error for s in agent.peers.states.values()), timeout=5)
+        status, body = await get_json(f"http://127.0.0.1:{agent.port}/v1/verdict")
+        aws = body["sites"]["aws-use1"]
+        assert aws["verdict"] == "unknown"
+        assert aws["quorum"]["vantages"] == {
+            "aws-use1": "up",
+            "gcp-euw1": "stale",
+            "azure-weu": "stale",
+        }
+        assert "cannot connect" in body["peers"]["gcp-euw1"]["error"]
+        platform.set_fault("aws-use1", Fault(kind="outage"))
+        await wait_for(lambda: agent.views.views["aws-use1"].state == "down")
+        status, _ = await get_json(f"http://127.0.0.1:{agent.port}/v1/sites/aws-use1/health")
+        assert status == 200  # unknown never triggers failover
+
+
+async def test_view_token_guards_the_view(platform: Platform) -> None:
+    async with three_agents(platform, view_token="t0ken") as agents:
+        status, body = await get_json(f"http://127.0.0.1:{agents[0].port}/v1/view")
+        assert status == 401 and "t0ken" not in str(body)
+        # The peers were not given the token: every fetch is refused and shows as an error.
+        await wait_for(
+            lambda: all("HTTP 401" in (s.error or "") for s in agents[0].peers.states.values()),
+            timeout=5,
+        )
+        assert all(s.view is None for s in agents[0].peers.states.values())
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "not a JSON object"),
+        ({"vantage": "x", "sites": {}}, "reports vantage 'x', expected 'gcp-euw1'"),
+        ({"vantage": "gcp-euw1"}, "has no sites"),
+        (
+            {"vantage": "gcp-euw1", "sites": {"a": {"state": "sideways"}}},
+            "site 'a' has state 'sideways'",
+        ),
+    ],
+)
+def test_a_bad_peer_view_is_refused(body: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_view(body, expected="gcp-euw1", received_at=0.0)
