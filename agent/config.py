@@ -16,6 +16,7 @@ from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_ya
 from probes.dns import DnsConfig
 from probes.idp import IdpConfig
 from probes.journey import BUILTIN_VARIABLES, JourneyConfig, Step
+from probes.replication import ReplicationConfig
 from probes.templating import malformed_placeholders, variables_in
 from probes.tls import TlsConfig
 
@@ -91,7 +92,7 @@ class Config(Model):
     sites: list[SiteConfig] = Field(min_length=1)
     idps: list[IdpConfig] = Field(default_factory=list)
     journeys: list[JourneyConfig] = Field(default_factory=list)
-    replication: list[Any] = Field(default_factory=list, max_length=0)
+    replication: list[ReplicationConfig] = Field(default_factory=list)
     dns: list[DnsConfig] = Field(default_factory=list)
     tls: list[TlsConfig] = Field(default_factory=list)
     slos: list[Any] = Field(default_factory=list, max_length=0)
@@ -166,6 +167,14 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
     yield from _duplicates(("tls",), [t.name for t in config.tls], "tls target")
     yield from _duplicates(("dns",), [d.name for d in config.dns], "dns name")
     yield from _duplicates(("peers",), [p.name for p in config.peers], "peer")
+    yield from _duplicates(("replication",), [c.cluster for c in config.replication], "cluster")
+    for c, cluster in enumerate(config.replication):
+        ends = [(("primary", "site"), cluster.primary.site)] + [
+            (("replicas", r, "site"), replica.site) for r, replica in enumerate(cluster.replicas)
+        ]
+        for where, site_name in ends:
+            if site_name not in site_names:
+                yield ("replication", c, *where), f"unknown site {site_name!r}"
     for p, peer in enumerate(config.peers):
         if peer.name == config.agent.vantage:
             yield ("peers", p, "name"), "a peer cannot have this agent's own vantage name"

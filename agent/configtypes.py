@@ -56,4 +56,7 @@ Secret = SecretStr
 class Model(BaseModel):
     """Base of every config model: unknown keys are errors and loaded config is immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # hide_input_in_errors: a refused value may be a resolved secret (a DSN with its password).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
+    )

@@ -93,6 +93,12 @@ CATALOGUE: dict[str, MetricSpec] = {
             ("cluster", "replica"),
         ),
         MetricSpec(
+            "replication_writable",
+            _G,
+            "1 if the server accepts writes (not in recovery); two in one pair is split brain.",
+            ("cluster", "replica", "role"),
+        ),
+        MetricSpec(
             "replication_rpo_seconds", _G, "Configured recovery point objective.", ("cluster",), "s"
         ),
         MetricSpec(

@@ -360,6 +360,11 @@ def replication_states(latest: Iterable[Result]) -> list[ReplicationState]:
             if not isinstance(replica, Mapping):
                 continue
             lag = replica.get("lag_seconds")
+            streaming = replica.get("streaming")
+            at_loss = replica.get("at_primary_loss")
+            if isinstance(at_loss, Mapping):
+                # The primary takes no writes: judge the replica as of the last write it took.
+                lag, streaming = at_loss.get("lag_seconds"), at_loss.get("streaming")
             out.append(
                 ReplicationState(
                     cluster=str(facts.get("cluster")),
@@ -367,7 +372,7 @@ def replication_states(latest: Iterable[Result]) -> list[ReplicationState]:
                     replica_site=str(replica.get("site")),
                     rpo_seconds=float(facts.get("rpo_seconds") or 0.0),  # type: ignore[arg-type]
                     lag_seconds=float(lag) if isinstance(lag, int | float) else None,
-                    streaming=bool(replica.get("streaming")),
+                    streaming=bool(streaming),
                     split_brain=bool(replica.get("split_brain")),
                     observed_at=result.started_at,
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from probes import dns, idp, journey, tls
+from probes import dns, idp, journey, replication, tls
 from probes.base import Check
 
 if TYPE_CHECKING:
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 PLANNERS: tuple[Callable[[Config], list[Check]], ...] = (
     journey.plan,
+    replication.plan,
     idp.plan,
     dns.plan,
     tls.plan,

@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.platform",
     "tests.fixtures.dnsmasq",
     "tests.fixtures.oidc",
+    "tests.fixtures.postgres",
 ]
 
 

@@ -1,0 +1,143 @@
+"""The verdict reads replication: a real PostgreSQL primary and streaming replica behind the
+simulated sites decide whether failing over is safe."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from agent.config import Config
+from agent.demo.simulator import Fault, Platform
+from tests.fixtures.platform import (
+    demo_config_data,
+    get_json,
+    running_agent,
+    wait_for,
+    write_config,
+)
+from tests.fixtures.postgres import PgPair
+
+
+def config_with_replication(
+    platform: Platform, pg_pair: PgPair, tmp_path: Path, rpo: str
+) -> Config:
+    data = demo_config_data(platform)
+    data["replication"] = [
+        {
+            "cluster": "orders-db",
+            "rpo": rpo,
+            "interval": "300ms",
+            "timeout": "2s",
+            "primary": {"site": "aws-use1", "dsn": pg_pair.primary.dsn()},
+            "replicas": [{"site": "gcp-euw1", "dsn": pg_pair.replica.dsn()}],
+        }
+    ]
+    return write_config(tmp_path / "c.yaml", data)
+
+
+async def verdict_of(port: int | None, site: str = "aws-use1") -> dict[str, object]:
+    status, body = await get_json(f"http://127.0.0.1:{port}/v1/verdict")
+    assert status == 200
+    result: dict[str, object] = body["sites"][site]
+    return result
+
+
+async def test_lag_over_rpo_makes_failover_unsafe_and_resume_makes_it_safe(
+    platform: Platform, pg_pair: PgPair, tmp_path: Path
+) -> None:
+    config = config_with_replication(platform, pg_pair, tmp_path, rpo="2s")
+    async with running_agent(config) as agent:
+        await wait_for(
+            lambda: (
+                agent.latest_results().get("replication/orders-db") is not None
+                and agent.latest_results()["replication/orders-db"].ok
+            ),
+            timeout=15,
+        )
+        platform.set_fault("aws-use1", Fault(kind="outage"))
+        await wait_for(
+            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended"
+        )
+        body = await verdict_of(agent.port)
+        repl = body["replication"]
+        assert isinstance(repl, dict)
+        assert repl["cluster"] == "orders-db" and repl["within_rpo"] is True
+        assert repl["rpo_seconds"] == 2.0
+
+        await asyncio.to_thread(pg_pair.pause_replay)
+        await wait_for(
+            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_unsafe",
+            timeout=15,
+        )
+        body = await verdict_of(agent.port)
+        assert any("over the RPO of 2s" in str(r) for r in body["reasons"])  # type: ignore[union-attr]
+        repl = body["replication"]
+        assert isinstance(repl, dict) and repl["within_rpo"] is False
+        assert repl["lag_seconds"] > 2.0
+        status, _ = await get_json(f"http://127.0.0.1:{agent.port}/v1/sites/aws-use1/health")
+        assert status == 200  # unsafe is not a trigger
+
+        await asyncio.to_thread(pg_pair.resume_replay)
+        await wait_for(
+            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended",
+            timeout=15,
+        )
+
+
+async def test_primary_database_lost_with_the_site_is_still_safe_to_fail_over(
+    platform: Platform, pg_pair: PgPair, tmp_path: Path
+) -> None:
+    # The whole primary site goes: application and database. The replica stops streaming
+    # and the live heartbeat ages, but it holds every write the primary took: safe.
+    config = config_with_replication(platform, pg_pair, tmp_path, rpo="2s")
+    async with running_agent(config) as agent:
+        await wait_for(
+            lambda: (
+                agent.latest_results().get("replication/orders-db") is not None
+                and agent.latest_results()["replication/orders-db"].ok
+            ),
+            timeout=15,
+        )
+        platform.set_fault("aws-use1", Fault(kind="outage"))
+        await asyncio.to_thread(pg_pair.stop_primary)
+        await wait_for(
+            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended"
+        )
+        await asyncio.sleep(3.0)  # longer than the RPO: still safe
+        body = await verdict_of(agent.port)
+        assert body["verdict"] == "failover_recommended"
+        repl = body["replication"]
+        assert isinstance(repl, dict) and repl["within_rpo"] is True and repl["lag_seconds"] == 0
+
+
+async def test_promoted_replica_is_split_brain_and_unsafe(
+    platform: Platform, pg_pair: PgPair, tmp_path: Path
+) -> None:
+    config = config_with_replication(platform, pg_pair, tmp_path, rpo="30s")
+    async with running_agent(config) as agent:
+        await wait_for(
+            lambda: (
+                agent.latest_results().get("replication/orders-db") is not None
+                and agent.latest_results()["replication/orders-db"].ok
+            ),
+            timeout=15,
+        )
+        await asyncio.to_thread(pg_pair.promote_replica)
+        await wait_for(
+            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_unsafe",
+            timeout=15,
+        )
+        body = await verdict_of(agent.port)
+        assert any("split brain in orders-db" in str(r) for r in body["reasons"])  # type: ignore[union-attr]
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{agent.port}/metrics") as r,
+        ):
+            metrics = await r.text()
+        for role in ("primary", "replica"):
+            assert (
+                f'failsight_replication_writable{{cluster="orders-db",replica="gcp-euw1",'
+                f'role="{role}",vantage="aws-use1"}} 1.0'
+            ) in metrics

@@ -1,0 +1,161 @@
+"""Grafana dashboards: importable JSON, shared variables, PromQL that a real Prometheus parses."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.metrics import CATALOGUE, MetricType
+from tests.fixtures.prometheus import PrometheusError, start_prometheus
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+SHIPPED_RULES = REPO / "alerts" / "failsight.rules.yml"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+# What Grafana puts in place of its built-in variables; any value parses the same way.
+BUILTINS = {
+    "__rate_interval": "1m",
+    "__interval": "1m",
+    "__range": "1h",
+    "__range_s": "3600",
+    "__range_ms": "3600000",
+}
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+
+def load(path: Path) -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(path.read_text())
+    return dashboard
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # collapsed rows keep their panels inside
+
+
+def targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            yield panel["title"], target
+
+
+def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard["templating"]["list"]}
+
+
+def substitute(expr: str, defined: set[str]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name in BUILTINS:
+            return BUILTINS[name]
+        assert name in defined, f"${name} is not a variable of this dashboard"
+        return ".*"  # every template variable is a multi-value regex matcher
+
+    return _VARIABLE.sub(value, expr)
+
+
+def known_series() -> set[str]:
+    names = {"ALERTS", "ALERTS_FOR_STATE"}
+    for spec in CATALOGUE.values():
+        names.add(spec.prometheus_name)
+        if spec.type is MetricType.HISTOGRAM:
+            names |= {spec.prometheus_name + s for s in ("_bucket", "_count", "_sum")}
+    for group in yaml.safe_load(SHIPPED_RULES.read_text())["groups"]:
+        names |= {rule["record"] for rule in group["rules"] if "record" in rule}
+    return names
+
+
+def test_the_five_dashboards_exist() -> None:
+    assert {p.stem for p in DASHBOARDS} == {
+        "failsight-overview",
+        "failsight-journeys",
+        "failsight-replication",
+        "failsight-dependencies",
+        "failsight-agent",
+    }
+
+
+def test_dashboard_uids_and_titles_are_unique() -> None:
+    loaded = [load(p) for p in DASHBOARDS]
+    assert len({d["uid"] for d in loaded}) == len(loaded)
+    assert len({d["title"] for d in loaded}) == len(loaded)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_dashboard_is_importable_with_the_shared_variables(path: Path) -> None:
+    dashboard = load(path)
+    assert dashboard["schemaVersion"] >= 36
+    assert dashboard["uid"] == path.stem
+    assert "id" not in dashboard or dashboard["id"] is None  # Grafana assigns ids on import
+    found = variables(dashboard)
+    datasource = found["datasource"]
+    assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
+    for name, metric in (
+        ("vantage", "failsight_agent_info"),
+        ("site", "failsight_site_view_down"),
+        ("journey", "failsight_journey_runs_total"),
+    ):
+        var = found[name]
+        assert var["type"] == "query"
+        assert var["datasource"] == DATASOURCE
+        assert var["query"]["query"] == f"label_values({metric}, {name})"
+        assert (var["multi"], var["includeAll"], var["allValue"]) == (True, True, ".*")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_queries_the_datasource_variable(path: Path) -> None:
+    dashboard = load(path)
+    queried = [p for p in panels(dashboard) if p["type"] != "row"]
+    assert queried
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids))
+    for panel in queried:
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert panel["targets"], panel["title"]
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, panel["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_series_a_dashboard_reads_exists(path: Path) -> None:
+    known = known_series()
+    dashboard = load(path)
+    exprs = [t["expr"] for _, t in targets(dashboard)]
+    exprs += [v["query"]["query"] for v in variables(dashboard).values() if v["type"] == "query"]
+    used = {
+        name for expr in exprs for name in re.findall(r"\b(?:failsight[_:]|ALERTS)[\w:]*", expr)
+    }
+    assert used
+    assert used - known == set()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+async def test_every_expression_parses_in_prometheus(path: Path) -> None:
+    dashboard = load(path)
+    defined = set(variables(dashboard))
+    queries = [(title, substitute(t["expr"], defined)) for title, t in targets(dashboard)]
+    # A variable's label_values(metric, label) runs as a series lookup on `metric`.
+    for var in variables(dashboard).values():
+        if var["type"] == "query":
+            match = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+            assert match, var["query"]["query"]
+            queries.append((f"${var['name']}", match.group(1)))
+    assert queries
+    errors = []
+    async with await start_prometheus(rule_files=[SHIPPED_RULES]) as prom:
+        for title, expr in queries:
+            try:
+                await prom.query(expr)
+            except PrometheusError as error:
+                errors.append(f"{title}: {error}")
+    assert errors == []
