@@ -85,6 +85,20 @@ def cmd_once(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from agent.rules import render_rules, rules_input
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_INVALID
+    try:
+        print(render_rules(rules_input(config)), end="")
+    except ValueError as exc:
+        print(f"{args.config}: cannot generate rules: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     schema = Config.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -109,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
-        help="default: info (warning for the demo, whose status lines say enough)",
+        help="default: info (error for the demo, whose status lines say enough)",
     )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent until SIGTERM/SIGINT; SIGHUP reloads")
@@ -123,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     once.add_argument("--check", help="only checks whose name or target is this")
     once.add_argument("--json", action="store_true", help="one JSON object per result")
     once.set_defaults(func=cmd_once)
+    rules = sub.add_parser("rules", help="print the Prometheus rules generated from the config")
+    rules.add_argument("--config", required=True)
+    rules.set_defaults(func=cmd_rules)
     demo = sub.add_parser("demo", help="the simulated two-cloud platform and an agent on it")
     demo.add_argument(
         "--scenario",
@@ -147,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from agent.logs import configure_logging
 
-    default_level = "warning" if args.command == "demo" else "info"
+    default_level = "error" if args.command == "demo" else "info"
     configure_logging(args.log_level or default_level, stdout=True)
     code: int = args.func(args)
     return code

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret
 from agent.peers import PeerConfig
+from agent.slo import SloConfig
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
 from probes.dns import DnsConfig
 from probes.idp import IdpConfig
@@ -95,7 +96,7 @@ class Config(Model):
     replication: list[ReplicationConfig] = Field(default_factory=list)
     dns: list[DnsConfig] = Field(default_factory=list)
     tls: list[TlsConfig] = Field(default_factory=list)
-    slos: list[Any] = Field(default_factory=list, max_length=0)
+    slos: list[SloConfig] = Field(default_factory=list)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     peers: list[PeerConfig] = Field(default_factory=list)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
@@ -167,6 +168,11 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
     yield from _duplicates(("tls",), [t.name for t in config.tls], "tls target")
     yield from _duplicates(("dns",), [d.name for d in config.dns], "dns name")
     yield from _duplicates(("peers",), [p.name for p in config.peers], "peer")
+    yield from _duplicates(("slos",), [s.name for s in config.slos], "slo")
+    journey_names = {j.name for j in config.journeys}
+    for s, slo in enumerate(config.slos):
+        if slo.journey not in journey_names:
+            yield ("slos", s, "journey"), f"unknown journey {slo.journey!r}"
     yield from _duplicates(("replication",), [c.cluster for c in config.replication], "cluster")
     for c, cluster in enumerate(config.replication):
         ends = [(("primary", "site"), cluster.primary.site)] + [

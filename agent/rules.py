@@ -6,13 +6,16 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from agent.slo import SloConfig
 
-__all__ = ["RUNBOOK_BASE", "RulesInput", "demo_rules_input", "render_rules"]
+if TYPE_CHECKING:
+    from agent.config import Config
+
+__all__ = ["RUNBOOK_BASE", "RulesInput", "render_rules", "rules_input"]
 
 RUNBOOK_BASE = "README.md"
 """Every alert's `runbook_url` is this plus `#` and the alert name in lower case."""
@@ -51,35 +54,28 @@ class RulesInput:
         return self.replica_sites.get((cluster, replica), replica)
 
 
-def demo_rules_input() -> RulesInput:
-    """The demo deployment: two sites, a third cloud that only observes, one database pair."""
+def rules_input(config: Config) -> RulesInput:
+    """What the rules need from a loaded config."""
+    replication = tuple(
+        (c.cluster, c.primary.site, r.name, c.rpo) for c in config.replication for r in c.replicas
+    )
     return RulesInput(
-        quorum=2,
-        vantages=("aws-use1", "gcp-euw1", "azure-weu"),
-        sites=(("aws-use1", "primary"), ("gcp-euw1", "standby")),
-        replication=(("orders-db", "aws-use1", "gcp-euw1", 30.0),),
-        slos=(
-            SloConfig.model_validate(
-                {
-                    "name": "order-to-invoice-availability",
-                    "journey": "order-to-invoice",
-                    "kind": "availability",
-                    "objective": 99.5,
-                    "window": "30d",
-                }
-            ),
-            SloConfig.model_validate(
-                {
-                    "name": "order-to-invoice-latency",
-                    "journey": "order-to-invoice",
-                    "kind": "latency",
-                    "objective": 99.0,
-                    "window": "30d",
-                    "latency_threshold": "2.5s",
-                }
-            ),
+        quorum=config.quorum,
+        vantages=config.vantages,
+        sites=tuple((s.name, s.role) for s in config.sites),
+        replication=replication,
+        slos=tuple(config.slos),
+        journey_sites=MappingProxyType(
+            {j.name: tuple(s.name for s in config.journey_sites(j)) for j in config.journeys}
         ),
-        journey_sites=MappingProxyType({"order-to-invoice": ("aws-use1", "gcp-euw1")}),
+        replica_sites=MappingProxyType(
+            {
+                (c.cluster, r.name): r.site
+                for c in config.replication
+                for r in c.replicas
+                if r.name != r.site
+            }
+        ),
     )
 
 

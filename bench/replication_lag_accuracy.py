@@ -16,10 +16,10 @@ import time
 
 import aiohttp
 
+from agent.demo.postgres import PgPair, running_pair
 from agent.results import Result
 from probes.base import ProbeContext
 from probes.replication import ReplicationCheck, ReplicationConfig
-from tests.fixtures.postgres import PgPair, running_pair
 
 METHODS = ("heartbeat", "replay_timestamp", "primary_stat")
 

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config import Config, load_config
+from agent.demo import postgres
 from agent.demo.simulator import Fault, Platform
 from agent.runtime import Agent
 
@@ -50,6 +51,40 @@ def vantage_configs(config: Config) -> list[Config]:
 
 async def run_demo(*, scenario: str = "steady", duration: float | None = None) -> int:
     config = load_config(DEMO_CONFIG)
+    with contextlib.ExitStack() as databases:
+        config = await _start_databases(config, databases)
+        return await _run(config, scenario, duration)
+
+
+async def _start_databases(config: Config, stack: contextlib.ExitStack) -> Config:
+    """A real primary and streaming replica on the demo config's ports, if PostgreSQL is
+    installed; otherwise the demo goes on without replication checks."""
+    if not config.replication:
+        return config
+    if not postgres.available():
+        print(
+            f"note: PostgreSQL server binaries not found in {postgres.PG_BIN}: replication "
+            "checks are off (apt-get install postgresql-15 to see them)"
+        )
+        return config.model_copy(update={"replication": []})
+    cluster = config.replication[0]
+    ports = tuple(
+        urlsplit(e.dsn.get_secret_value()).port or 5432
+        for e in (cluster.primary, cluster.replicas[0])
+    )
+    print(f"starting PostgreSQL: primary :{ports[0]}, streaming replica :{ports[1]}...", flush=True)
+    try:
+        await asyncio.to_thread(stack.enter_context, postgres.running_pair(ports=ports))  # type: ignore[arg-type]
+    except postgres.PgError as exc:
+        print(
+            f"note: PostgreSQL did not start, replication checks are off: "
+            f"{str(exc).splitlines()[0]}"
+        )
+        return config.model_copy(update={"replication": []})
+    return config
+
+
+async def _run(config: Config, scenario: str, duration: float | None) -> int:
     ports = [urlsplit(s.base_url).port or 80 for s in config.sites]
     platform = Platform([s.name for s in config.sites], ports=ports)
     try:

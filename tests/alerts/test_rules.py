@@ -14,8 +14,9 @@ import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
+from agent.config import load_config
 from agent.metrics import CATALOGUE, MetricType
-from agent.rules import RulesInput, demo_rules_input, render_rules
+from agent.rules import RulesInput, render_rules, rules_input
 from agent.slo import SloConfig
 from tests.fixtures.prometheus import (
     WebhookRecorder,
@@ -34,6 +35,11 @@ PLACEHOLDER = "http://127.0.0.1:9095"
 
 # Series the rules read that agent/metrics.py does not export yet: the split-brain signal.
 PROPOSED_METRICS: set[str] = set()
+
+
+def demo_rules_input() -> RulesInput:
+    """The shipped rule file is the generator's output for the demo config."""
+    return rules_input(load_config(Path(__file__).parents[2] / "deploy" / "demo.yaml"))
 
 
 def run(
