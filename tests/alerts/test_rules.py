@@ -20,6 +20,7 @@ from agent.rules import RulesInput, render_rules, rules_input
 from agent.slo import SloConfig
 from tests.fixtures.prometheus import (
     WebhookRecorder,
+    alertmanager_example_config,
     require_binary,
     start_alertmanager,
     start_prometheus,
@@ -433,26 +434,6 @@ def test_slo_config_defaults_and_units() -> None:
 # --- Alertmanager and Prometheus, for real ---------------------------------------------------
 
 
-def _example_config(webhook_url: str) -> dict[str, Any]:
-    """The shipped example with its receivers pointed at `webhook_url` and its waits cut to a
-    second, so a test sees routing and inhibition without waiting out production timers."""
-    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
-    for receiver in config["receivers"]:
-        for hook in receiver["webhook_configs"]:
-            assert hook["url"].startswith(PLACEHOLDER)
-            hook["url"] = webhook_url + hook["url"][len(PLACEHOLDER) :]
-
-    def hurry(route: dict[str, Any]) -> None:
-        for key in ("group_wait", "group_interval"):
-            if key in route or route is config["route"]:
-                route[key] = "1s"
-        for child in route.get("routes", []):
-            hurry(child)
-
-    hurry(config["route"])
-    return config
-
-
 def _alert(name: str, **labels: str) -> dict[str, Any]:
     return {"labels": {"alertname": name, **labels}, "annotations": {"summary": name}}
 
@@ -460,7 +441,7 @@ def _alert(name: str, **labels: str) -> dict[str, Any]:
 async def test_alertmanager_example_routes_failover_triggers_and_inhibits_lesser_alerts() -> None:
     async with (
         WebhookRecorder() as hooks,
-        await start_alertmanager(_example_config(hooks.url)) as am,
+        await start_alertmanager(alertmanager_example_config(hooks.url)) as am,
     ):
         await am.post_alerts(
             [
@@ -597,7 +578,7 @@ async def test_prometheus_fires_the_shipped_rules_on_scraped_vantages_into_alert
     async with (
         Vantages(views) as vantages,
         WebhookRecorder() as hooks,
-        await start_alertmanager(_example_config(hooks.url)) as am,
+        await start_alertmanager(alertmanager_example_config(hooks.url)) as am,
         await start_prometheus(vantages.targets, [rules], alertmanager_url=am.url) as prom,
     ):
         # Until every vantage has been scraped before an evaluation, fewer votes are counted.
