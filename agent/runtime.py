@@ -257,8 +257,8 @@ class Agent:
         if self.scheduler is not None:
             for (check, kind), n in self.scheduler.skipped.items():
                 yield s("check_runs_skipped_total", float(n), check, kind)
-        for sink, n in self.fanout.errors.items():
-            yield s("sink_errors_total", float(n), sink)
+        for sink in self.fanout.sinks:  # every sink, from 0: rate() needs the series to exist
+            yield s("sink_errors_total", float(self.fanout.errors.get(sink.name, 0)), sink.name)
         yield s("telemetry_exports_total", float(self.scrapes), "prometheus", "success")
 
 

@@ -14,6 +14,8 @@ from probes.base import Check, ProbeContext, new_run_id, wall_now
 
 log = logging.getLogger(__name__)
 
+MAX_FIRST_OFFSET = 30.0
+
 
 def next_due(previous_due: float, interval: float, now: float) -> tuple[float, int]:
     """The next tick after `previous_due`, and how many ticks were missed getting there.
@@ -112,7 +114,9 @@ class Scheduler:
         await check.close()
 
     async def _loop(self, check: Check) -> None:
-        await asyncio.sleep(self._rng.uniform(0, check.interval))
+        # A random first offset spreads checks over time; capped, so that a check with a long
+        # interval (TLS: 5 minutes) still reports soon after start.
+        await asyncio.sleep(self._rng.uniform(0, min(check.interval, MAX_FIRST_OFFSET)))
         due = time.monotonic()
         while True:
             self.tick(check)

@@ -2,64 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from agent.metrics import CATALOGUE, MetricType
+from tests.fixtures.grafana import (
+    DASHBOARDS,
+    DATASOURCE,
+    SHIPPED_RULES,
+    expressions,
+    load,
+    panels,
+    targets,
+    variables,
+)
 from tests.fixtures.prometheus import PrometheusError, start_prometheus
-
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
-SHIPPED_RULES = REPO / "alerts" / "failsight.rules.yml"
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-
-# What Grafana puts in place of its built-in variables; any value parses the same way.
-BUILTINS = {
-    "__rate_interval": "1m",
-    "__interval": "1m",
-    "__range": "1h",
-    "__range_s": "3600",
-    "__range_ms": "3600000",
-}
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
-
-
-def load(path: Path) -> dict[str, Any]:
-    dashboard: dict[str, Any] = json.loads(path.read_text())
-    return dashboard
-
-
-def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in dashboard["panels"]:
-        yield panel
-        yield from panel.get("panels", [])  # collapsed rows keep their panels inside
-
-
-def targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for panel in panels(dashboard):
-        for target in panel.get("targets", []):
-            yield panel["title"], target
-
-
-def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in dashboard["templating"]["list"]}
-
-
-def substitute(expr: str, defined: set[str]) -> str:
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name in BUILTINS:
-            return BUILTINS[name]
-        assert name in defined, f"${name} is not a variable of this dashboard"
-        return ".*"  # every template variable is a multi-value regex matcher
-
-    return _VARIABLE.sub(value, expr)
 
 
 def known_series() -> set[str]:
@@ -141,15 +101,7 @@ def test_every_series_a_dashboard_reads_exists(path: Path) -> None:
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
 async def test_every_expression_parses_in_prometheus(path: Path) -> None:
-    dashboard = load(path)
-    defined = set(variables(dashboard))
-    queries = [(title, substitute(t["expr"], defined)) for title, t in targets(dashboard)]
-    # A variable's label_values(metric, label) runs as a series lookup on `metric`.
-    for var in variables(dashboard).values():
-        if var["type"] == "query":
-            match = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
-            assert match, var["query"]["query"]
-            queries.append((f"${var['name']}", match.group(1)))
+    queries = expressions(path)
     assert queries
     errors = []
     async with await start_prometheus(rule_files=[SHIPPED_RULES]) as prom:
