@@ -52,6 +52,8 @@ async def status_page(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
+    if not agent.config.telemetry.prometheus.enabled:
+        return web.json_response({"error": "telemetry.prometheus is disabled"}, status=404)
     agent.scrapes += 1
     body = generate_latest(agent.prometheus.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

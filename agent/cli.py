@@ -47,11 +47,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.logs import configure_logging
     from agent.runtime import Agent
 
     config = _load(args.config)
     if config is None:
         return EXIT_INVALID
+    if args.log_level is None:
+        configure_logging(config.telemetry.logs.level, config.telemetry.logs.stdout)
     run_async(Agent(config, args.config).run())
     return EXIT_OK
 

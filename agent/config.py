@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret
+from agent.logs import LogsConfig
+from agent.otlp import OtlpCollectorConfig
 from agent.peers import PeerConfig
 from agent.slo import SloConfig
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
@@ -84,8 +86,8 @@ class PrometheusConfig(Model):
 
 class TelemetryConfig(Model):
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
-    otlp: list[Any] = Field(default_factory=list, max_length=0)
-    logs: dict[str, Any] = Field(default_factory=dict)
+    otlp: list[OtlpCollectorConfig] = Field(default_factory=list)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
 class Config(Model):
@@ -168,6 +170,9 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
     yield from _duplicates(("tls",), [t.name for t in config.tls], "tls target")
     yield from _duplicates(("dns",), [d.name for d in config.dns], "dns name")
     yield from _duplicates(("peers",), [p.name for p in config.peers], "peer")
+    yield from _duplicates(
+        ("telemetry", "otlp"), [c.name for c in config.telemetry.otlp], "OTLP collector"
+    )
     yield from _duplicates(("slos",), [s.name for s in config.slos], "slo")
     journey_names = {j.name for j in config.journeys}
     for s, slo in enumerate(config.slos):

@@ -15,7 +15,9 @@ from aiohttp import web
 from agent import __version__
 from agent.api import build_app
 from agent.config import Config, load_config
-from agent.metrics import CATALOGUE, Sample
+from agent.logs import log_result
+from agent.metrics import CATALOGUE, MetricType, Sample
+from agent.otlp import OtlpSink, build_resource
 from agent.peers import PeerPoller
 from agent.prometheus import PrometheusSink
 from agent.results import Result
@@ -40,6 +42,7 @@ from probes.idp import TokenCache
 log = logging.getLogger(__name__)
 
 LOOP_LAG_PERIOD = 0.5
+OTLP_CLOSE_TIMEOUT = 5.0
 
 
 class Agent:
@@ -55,7 +58,11 @@ class Agent:
             config.verdict.failure_threshold,
             config.verdict.recovery_threshold,
         )
-        self.fanout = FanOut([self.prometheus, self.views, _LogSink()])
+        self.fanout = FanOut([self.views, _LogSink()])
+        if config.telemetry.prometheus.enabled:
+            self.fanout.add(self.prometheus)
+        self.otlp: OtlpSink | None = None
+        self._set_otlp(config)
         self.prometheus.sources.append(self._live_samples)
         self.verdicts: dict[str, SiteVerdict] = {}
         self.scheduler: Scheduler | None = None
@@ -114,6 +121,8 @@ class Agent:
                     for task in (*watchers, self._peer_task):
                         if task is not None:
                             task.cancel()
+                if self.otlp is not None:
+                    await asyncio.to_thread(self.otlp.close, OTLP_CLOSE_TIMEOUT)
             finally:
                 if install_signals:
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -123,6 +132,27 @@ class Agent:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _set_otlp(self, config: Config) -> OtlpSink | None:
+        """Build the OTLP sink for this config (none without collectors); returns the one it
+        replaces, for the caller to close off the event loop."""
+        old = self.otlp
+        if old is not None:
+            self.fanout.sinks.remove(old)
+        self.otlp = None
+        if config.telemetry.otlp:
+            self.otlp = OtlpSink(
+                config.telemetry.otlp,
+                resource=build_resource(
+                    config.agent.vantage,
+                    config.agent.cloud_provider,
+                    config.agent.cloud_region,
+                    __version__,
+                ),
+                logs_over_otlp=config.telemetry.logs.otlp,
+            )
+            self.fanout.add(self.otlp)
+        return old
 
     def _start_peers(self) -> None:
         """(Re)start polling the configured peers, keeping what is known of those that stay."""
@@ -159,9 +189,18 @@ class Agent:
         return True
 
     def apply(self, new: Config) -> None:
-        self.config = new
-        checks = registry.plan(new)
         assert self.scheduler is not None
+        old_config, self.config = self.config, new
+        checks = registry.plan(new)
+        removed = {c.name for c in self.scheduler.checks} - {c.name for c in checks}
+        if new.telemetry.otlp != old_config.telemetry.otlp:
+            replaced = self._set_otlp(new)
+            if replaced is not None and self._tg is not None:
+                # A dead old collector may take its export timeout to let go: not on the loop.
+                self._tg.create_task(asyncio.to_thread(replaced.close, OTLP_CLOSE_TIMEOUT))
+        elif self.otlp is not None:
+            for name in removed:
+                self.otlp.forget_check(name)
         self.scheduler.ctx = self.probe_context()
         self.scheduler.replace(checks)
         self.prometheus.vantage = new.agent.vantage
@@ -218,7 +257,12 @@ class Agent:
         announced: dict[str, Verdict] = {}
         while True:
             before, announced = announced, {}
-            for site, v in self.refresh_verdicts().items():
+            verdicts = self.refresh_verdicts()
+            if self.otlp is not None:
+                self.otlp.replace_gauges(
+                    "live", (s for s in self._live_samples() if s.spec.type is MetricType.GAUGE)
+                )
+            for site, v in verdicts.items():
                 announced[site] = v.verdict
                 if before.get(site) not in (None, v.verdict):
                     log.warning(
@@ -260,23 +304,18 @@ class Agent:
         for sink in self.fanout.sinks:  # every sink, from 0: rate() needs the series to exist
             yield s("sink_errors_total", float(self.fanout.errors.get(sink.name, 0)), sink.name)
         yield s("telemetry_exports_total", float(self.scrapes), "prometheus", "success")
+        if self.otlp is not None:
+            for (path, outcome), n in self.otlp.export_counts().items():
+                yield s("telemetry_exports_total", float(n), path, outcome)
 
 
 class _LogSink:
-    """One structured log line per run; failures at warning so they stand out."""
+    """One structured JSON line per run on stdout (agent/logs.py)."""
 
     name = "log"
 
     def handle(self, result: Result) -> None:
-        level = logging.INFO if result.ok else logging.WARNING
-        log.log(
-            level,
-            "%s %s%s",
-            result.check,
-            "ok" if result.ok else "FAILED",
-            "" if result.ok else f" [{result.reason}] {result.message}",
-            extra={"result": result.summary()},
-        )
+        log_result(result)
 
 
 def _bound_port(runner: web.AppRunner) -> int:
