@@ -1,0 +1,517 @@
+"""The status page in a real headless Chromium, driven over the DevTools protocol, against an
+agent watching the simulated platform: rendering, live updates, escaping, outages, phones."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.demo.simulator import Fault, Platform
+from tests.fixtures.dnsmasq import Dnsmasq
+from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
+from tests.fixtures.platform import demo_config_data, running_agent, write_config
+from tests.fixtures.postgres import PgPair
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",  # the tests run as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+    "--remote-debugging-port=0",
+)
+STATUS_PAGE = Path(__file__).resolve().parents[2] / "agent" / "static" / "status.html"
+SCREENSHOT_FOR_THE_LEAD = Path("/tmp/status-page.png")
+HOSTILE_SITE = "<script>alert(1)</script>x"
+HOSTILE_JOURNEY = "<img src=x onerror=alert(2)>"
+
+# What the page shows, read from the live DOM after its own scripts ran.
+SNAPSHOT = """(() => {
+  const cells = (tr) => [...tr.cells].map((c) => c.textContent);
+  const banner = document.getElementById("banner");
+  return {
+    rows: [...document.querySelectorAll("#matrix tbody tr[data-site]")].map((tr) => ({
+      site: tr.dataset.site,
+      verdict: tr.querySelector(".verdict").textContent,
+      vantages: Object.fromEntries([...tr.querySelectorAll("td[data-vantage]")]
+        .map((td) => [td.dataset.vantage, td.textContent])),
+    })),
+    reasons: Object.fromEntries([...document.querySelectorAll("#sites article[data-site]")]
+      .map((a) => [a.dataset.site, [...a.querySelectorAll(".reasons li")]
+        .map((li) => li.textContent)])),
+    steps: Object.fromEntries([...document.querySelectorAll("#journeys article[data-check]")]
+      .map((a) => [a.dataset.check, [...a.querySelectorAll("tr[data-step]")].map(cells)])),
+    replication: [...document.querySelectorAll("#replication article")].map((a) => ({
+      ok: a.querySelector(".card-head .badge").textContent === "ok",
+      lines: [...a.querySelectorAll(".replication p")].map((p) => p.textContent),
+    })),
+    site_replication: Object.fromEntries([...document.querySelectorAll("#sites article")]
+      .map((a) => [a.dataset.site, [...a.querySelectorAll(".replication p")]
+        .map((p) => p.textContent)])),
+    dependencies: Object.fromEntries([...document.querySelectorAll("#dependencies [data-kind]")]
+      .map((d) => [d.dataset.kind, [...d.querySelectorAll("tr[data-check]")].map(cells)])),
+    banner: banner.hidden ? null : banner.textContent,
+    stale: document.body.classList.contains("stale"),
+    refreshes: Number(document.documentElement.dataset.refreshes || 0),
+    scripts: document.querySelectorAll("script").length,
+    images: document.querySelectorAll("img").length,
+    title: document.title,
+    text: document.body.innerText,
+  };
+})()"""
+
+
+# --------------------------------------------------------------------------------------------
+# Chromium and the DevTools protocol
+
+
+@dataclass
+class Chromium:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+def _devtools_port(profile: Path, process: subprocess.Popen[bytes], log: Path) -> int:
+    # Chromium writes the port it bound (we asked for 0: any free one) into the profile.
+    active = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"chromium exited with {process.returncode}: {log.read_text()[-2000:]}")
+        if active.is_file():
+            first = active.read_text().split("\n", 1)[0].strip()
+            if first.isdigit():
+                return int(first)
+        time.sleep(0.05)
+    pytest.fail(f"chromium wrote no DevToolsActivePort in 30 s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    """One headless Chromium for the module; each test opens its own tab."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    log = tmp_path_factory.mktemp("chromium-log") / "stderr.log"
+    with log.open("wb") as stderr:
+        # Its own session, so teardown can end Chromium's helper processes with it, and only them.
+        process = subprocess.Popen(
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        yield Chromium(process, _devtools_port(profile, process, log), log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@dataclass
+class Page:
+    """One browser tab over a DevTools websocket: commands, events, and DOM reads."""
+
+    ws: aiohttp.ClientWebSocketResponse
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def read(self) -> None:
+        """Dispatch replies to their commands and record events, until the socket closes."""
+        async for message in self.ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(message.data)
+            if "id" in data:
+                waiter = self._pending.pop(data["id"], None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(data)
+                continue
+            self.events.append(data)
+            if data.get("method") == "Page.javascriptDialogOpening":
+                # An alert() would block the page: dismiss it (the test fails on it anyway).
+                await self._post("Page.handleJavaScriptDialog", {"accept": True})
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("DevTools connection closed"))
+
+    async def _post(self, method: str, params: dict[str, Any]) -> int:
+        ident = next(self._ids)
+        await self.ws.send_str(json.dumps({"id": ident, "method": method, "params": params}))
+        return ident
+
+    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        ident = next(self._ids)
+        self._pending[ident] = waiter
+        await self.ws.send_str(json.dumps({"id": ident, "method": method, "params": params}))
+        reply = await asyncio.wait_for(waiter, 20)
+        if "error" in reply:
+            raise AssertionError(f"{method}: {reply['error']}")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def snapshot(self) -> dict[str, Any]:
+        value: dict[str, Any] = await self.evaluate(SNAPSHOT)
+        return value
+
+    async def wait_until_true(self, expression: str, timeout: float = 20.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await self.evaluate(expression):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"never true: {expression}")
+            await asyncio.sleep(0.05)
+
+    async def wait_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """The first snapshot for which `predicate` holds (the page is never reloaded)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            shown = await self.snapshot()
+            if predicate(shown):
+                return shown
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the page never showed it; it shows:\n{shown['text']}")
+            await asyncio.sleep(0.1)
+
+    async def screenshot(self, *paths: Path) -> None:
+        metrics = await self.send("Page.getLayoutMetrics")
+        size = metrics["cssContentSize"]
+        shot = await self.send(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        )
+        png = base64.b64decode(shot["data"])
+        assert png.startswith(b"\x89PNG")
+        for path in paths:
+            path.write_bytes(png)
+
+    def named(self, method: str) -> list[dict[str, Any]]:
+        return [e["params"] for e in self.events if e.get("method") == method]
+
+    def assert_no_page_errors(self) -> None:
+        assert self.named("Runtime.exceptionThrown") == []
+        assert self.named("Page.javascriptDialogOpening") == []
+        console_errors = [
+            e for e in self.named("Runtime.consoleAPICalled") if e["type"] in ("error", "assert")
+        ]
+        assert console_errors == []
+        csp = [e for e in self.named("Log.entryAdded") if "Content Security" in e["entry"]["text"]]
+        assert csp == []
+
+
+@contextlib.asynccontextmanager
+async def open_page(browser: Chromium, url: str, *, phone: bool = False) -> AsyncIterator[Page]:
+    devtools = f"http://127.0.0.1:{browser.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.put(f"{devtools}/json/new?about:blank") as response:
+            assert response.status == 200, await response.text()
+            target = await response.json()
+        ws = await http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0)
+        page = Page(ws)
+        reader = asyncio.create_task(page.read())
+        try:
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                await page.send(f"{domain}.enable")
+            if phone:
+                await page.send(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=390,
+                    height=844,
+                    deviceScaleFactor=2,
+                    mobile=True,
+                )
+            await page.send("Page.navigate", url=url)
+            await page.wait_until_true(
+                f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+            )
+            await page.wait_until(lambda shown: shown["refreshes"] >= 1)
+            yield page
+        finally:
+            await ws.close()
+            await reader  # ends when the socket closes
+            async with http.get(f"{devtools}/json/close/{target['id']}"):
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# Agents to look at
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on: refused connections, or free for a server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_config(platform: Platform) -> dict[str, Any]:
+    """The demo's journey on the simulated platform, one agent alone, nothing else."""
+    return demo_config_data(platform, replication=[], slos=[], peers=[])
+
+
+def config_with_dependencies(
+    platform: Platform, issuer: OidcIssuer, dns_port: int, tls_port: int, pg: PgPair
+) -> dict[str, Any]:
+    """Every kind of check: journeys, a real PostgreSQL primary and replica, a healthy IdP, a
+    DNS name answered by dnsmasq, and a TLS endpoint where nothing listens (a failing one)."""
+    data = base_config(platform)
+    data["replication"] = [
+        {
+            "cluster": "orders-db",
+            "rpo": "30s",
+            "interval": "1s",
+            "primary": {"site": "aws-use1", "dsn": pg.primary.dsn()},
+            "replicas": [{"site": "gcp-euw1", "dsn": pg.replica.dsn()}],
+        }
+    ]
+    data["idps"] = [
+        {
+            "name": "corp-idp",
+            "issuer": issuer.issuer,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "audience": AUDIENCE,
+            "interval": "1s",
+            "timeout": "2s",
+        }
+    ]
+    data["dns"] = [
+        {
+            "name": "orders.test",
+            "interval": "1s",
+            "resolvers": [{"name": "local", "address": "127.0.0.1", "port": dns_port}],
+            "answers": {"aws-use1": ["127.0.0.11"], "gcp-euw1": ["127.0.0.12"]},
+        }
+    ]
+    data["tls"] = [{"name": "orders-cert", "host": "127.0.0.1", "port": tls_port, "interval": "1s"}]
+    return data
+
+
+def verdicts(shown: dict[str, Any]) -> dict[str, str]:
+    return {row["site"]: row["verdict"] for row in shown["rows"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Tests
+
+
+async def test_page_renders_the_verdict_and_follows_a_site_outage_without_reloading(
+    chromium: Chromium,
+    platform: Platform,
+    oidc_issuer: OidcIssuer,
+    dnsmasq_factory: Callable[..., Dnsmasq],
+    pg_pair: PgPair,
+    tmp_path: Path,
+) -> None:
+    dns = dnsmasq_factory({"orders.test": ["127.0.0.11"]})
+    data = config_with_dependencies(platform, oidc_issuer, dns.port, _free_port(), pg_pair)
+    config = write_config(tmp_path / "failsight.yaml", data)
+    async with running_agent(config) as agent:
+        base = f"http://127.0.0.1:{agent.port}/"
+        async with open_page(chromium, base + "?refresh=1") as page:
+            shown = await page.wait_until(
+                lambda s: (
+                    verdicts(s) == {"aws-use1": "healthy", "gcp-euw1": "healthy"}
+                    and len(s["steps"]) == 2
+                    and all(s["dependencies"][kind] for kind in ("idps", "dns", "tls"))
+                    and s["replication"]
+                )
+            )
+            (replication,) = shown["replication"]
+            (line,) = replication["lines"]
+            assert replication["ok"] and line.startswith("Replica gcp-euw1: lag "), line
+            assert line.endswith("against RPO 30 s within RPO"), line
+            assert shown["rows"][0]["vantages"] == {"aws-use1": "up"}
+            steps = shown["steps"]["journey/order-to-invoice/aws-use1"]
+            names = [row[0] for row in steps]
+            assert names[:6] == [
+                "order_submit",
+                "allocation",
+                "allocation_done",
+                "pick",
+                "shipment",
+                "invoice",
+            ]
+            assert "cancel_order" in names  # the cleanup step is listed too
+            assert steps[0][1:3] == ["ok", "201"]
+            (idp,) = shown["dependencies"]["idps"]
+            assert idp[1:3] == ["corp-idp", "ok"]
+            (dns_row,) = shown["dependencies"]["dns"]
+            assert dns_row[2] == "ok"
+            assert dns_row[3].startswith("resolves to aws-use1 · answers 127.0.0.11"), dns_row
+            (tls_row,) = shown["dependencies"]["tls"]
+            assert tls_row[2] == "failed [connect]"
+            # Freshness of every piece, as "N s ago".
+            assert re.search(r"verdict generated \d+s ago", shown["text"])
+            assert re.search(r"ran \d+s ago", shown["text"])
+            assert re.search(r"verdict since \d+s ago", shown["text"])
+
+            # Mark this document: a reload would lose the mark.
+            await page.evaluate("window.sameDocument = 'yes'")
+            before = shown["refreshes"]
+            platform.set_fault("aws-use1", Fault(kind="outage"))
+            shown = await page.wait_until(
+                lambda s: verdicts(s).get("aws-use1") == "failover_recommended"
+            )
+            assert await page.evaluate("window.sameDocument") == "yes"
+            assert shown["refreshes"] > before
+            reasons = shown["reasons"]["aws-use1"]
+            assert any(r.startswith("down in 1 of 1 views (quorum 1)") for r in reasons)
+            assert any("[http_status]" in r for r in reasons)
+            assert any(r.startswith("orders-db lag ") and "within RPO 30s" in r for r in reasons)
+            # The verdict's own replication block: the lag the failover decision relied on.
+            (line,) = shown["site_replication"]["aws-use1"]
+            assert line.startswith("Replication orders-db to gcp-euw1: lag "), line
+            assert line.endswith("against RPO 30 s within RPO"), line
+            assert shown["reasons"]["gcp-euw1"] == []
+            assert "No reasons to report." in shown["text"]
+            assert shown["rows"][0]["vantages"] == {"aws-use1": "down"}
+            assert shown["title"].startswith("failover_recommended aws-use1")
+            shown = await page.wait_until(
+                lambda s: (
+                    s["steps"]["journey/order-to-invoice/aws-use1"][0][1] == "failed [http_status]"
+                )
+            )
+            assert shown["steps"]["journey/order-to-invoice/aws-use1"][0][2] == "503"
+            await page.screenshot(tmp_path / "status-page.png", SCREENSHOT_FOR_THE_LEAD)
+
+            page.assert_no_page_errors()
+            # Air-gapped: every request the page made went to the agent itself.
+            urls = [e["request"]["url"] for e in page.named("Network.requestWillBeSent")]
+            assert urls and all(url.startswith(base) for url in urls), urls
+            assert {u.removeprefix(base).split("?")[0] for u in urls} >= {
+                "",
+                "v1/verdict",
+                "v1/results",
+            }
+
+
+async def test_names_from_config_are_shown_as_text_never_markup(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    data = base_config(platform)
+    data["sites"][1]["name"] = HOSTILE_SITE
+    data["journeys"][0]["name"] = HOSTILE_JOURNEY
+    config = write_config(tmp_path / "failsight.yaml", data)
+    assert [s.name for s in config.sites] == ["aws-use1", HOSTILE_SITE]
+    async with running_agent(config) as agent:
+        url = f"http://127.0.0.1:{agent.port}/?refresh=1"
+        async with open_page(chromium, url) as page:
+            shown = await page.wait_until(
+                lambda s: verdicts(s).get(HOSTILE_SITE) == "healthy" and len(s["steps"]) == 2
+            )
+            assert HOSTILE_SITE in shown["text"] and HOSTILE_JOURNEY in shown["text"]
+            assert [row["site"] for row in shown["rows"]] == ["aws-use1", HOSTILE_SITE]
+            assert f"journey/{HOSTILE_JOURNEY}/{HOSTILE_SITE}" in shown["steps"]
+            # The page's own script is the only one; no element came out of the names.
+            assert shown["scripts"] == 1 and shown["images"] == 0
+            exact = await page.evaluate(
+                "[...document.querySelectorAll('#sites h3')].map((h) => h.childNodes.length === 1"
+                " && h.firstChild.nodeType === Node.TEXT_NODE ? h.textContent : null)"
+            )
+            assert exact == ["aws-use1", HOSTILE_SITE]
+            await asyncio.sleep(1.5)  # a few more refreshes, re-rendering the same names
+            page.assert_no_page_errors()
+
+
+async def test_banner_when_the_api_cannot_be_reached_keeps_the_last_data_marked_stale(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    data = base_config(platform)
+    data["agent"]["listen"] = f"127.0.0.1:{_free_port()}"
+    config = write_config(tmp_path / "failsight.yaml", data)
+    url = f"http://{config.agent.listen}/?refresh=1"
+    async with contextlib.AsyncExitStack() as first_agent:
+        await first_agent.enter_async_context(running_agent(config))
+        async with open_page(chromium, url) as page:
+            await page.wait_until(
+                lambda s: verdicts(s).get("aws-use1") == "healthy" and len(s["steps"]) == 2
+            )
+            await first_agent.aclose()  # the agent goes away; the page stays open
+
+            shown = await page.wait_until(lambda s: s["banner"] is not None, timeout=15)
+            assert shown["banner"].startswith("Cannot reach the failsight API (v1/verdict:")
+            assert "Showing the last data received" in shown["banner"]
+            assert shown["stale"] and "STALE" in shown["text"]
+            # What it last saw is still there.
+            assert verdicts(shown) == {"aws-use1": "healthy", "gcp-euw1": "healthy"}
+            assert len(shown["steps"]) == 2, shown["text"]
+            refreshes = shown["refreshes"]
+
+            # Back on the same address: the banner goes away by itself.
+            async with running_agent(config):
+                shown = await page.wait_until(
+                    lambda s: s["banner"] is None and s["refreshes"] > refreshes, timeout=15
+                )
+            assert not shown["stale"] and "STALE" not in shown["text"]
+    assert page.named("Runtime.exceptionThrown") == []
+
+
+async def test_page_fits_a_phone_screen(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "failsight.yaml", base_config(platform))
+    async with running_agent(config) as agent:
+        url = f"http://127.0.0.1:{agent.port}/?refresh=1"
+        async with open_page(chromium, url, phone=True) as page:
+            await page.wait_until(lambda s: len(s["steps"]) == 2)
+            layout = await page.evaluate(
+                "({width: window.innerWidth, page: document.documentElement.scrollWidth,"
+                " font: parseFloat(getComputedStyle(document.body).fontSize)})"
+            )
+            assert layout["width"] == 390
+            # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+            assert layout["page"] <= layout["width"], layout
+            assert layout["font"] >= 14
+            await page.screenshot(tmp_path / "status-page-phone.png")
+            page.assert_no_page_errors()
+
+
+def test_page_is_self_contained_and_never_parses_data_as_markup() -> None:
+    html = STATUS_PAGE.read_text()
+    # No external assets (air-gapped clusters), and no API that turns a string into markup.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert not re.search(r"@import|url\(", html)
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in html, sink
+    assert html.count("<script") == 1 and "<script src" not in html
