@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +53,24 @@ def rss_mb() -> float:
 
 
 async def throughput(
-    url: str, seconds: float, concurrency: int, keepalive: bool
+    url: str, seconds: float, concurrency: int, keepalive: bool, otlp: str | None = None
 ) -> dict[str, float]:
-    """Journeys back to back with `concurrency` workers; steps/s, CPU ms per step, loop lag."""
+    """Journeys back to back with `concurrency` workers; steps/s, CPU ms per step, loop lag.
+
+    With `otlp` (a gRPC collector endpoint), every result also goes to a real OtlpSink, as in
+    the agent: its export threads' CPU is in the process time measured.
+    """
     journey = five_step_journey()
+    sink = None
+    if otlp is not None:
+        from agent.otlp import OtlpCollectorConfig, OtlpSink, build_resource
+
+        collector = OtlpCollectorConfig.model_validate(
+            {"name": "bench", "endpoint": otlp, "protocol": "grpc", "export_interval": "1s"}
+        )
+        sink = OtlpSink(
+            [collector], resource=build_resource("bench", None, None, "bench"), logs_over_otlp=True
+        )
     async with new_session(keepalive=keepalive) as http:
         ctx = ProbeContext(vantage="bench", http=http)
         checks = [JourneyCheck(journey, site=f"s{i}", base_url=url) for i in range(concurrency)]
@@ -70,6 +86,8 @@ async def throughput(
                 result = await run_check(check, ctx)
                 steps += len(result.steps)
                 assert result.ok, result.summary()
+                if sink is not None:
+                    sink.handle(result)
 
         async def lag_monitor() -> None:
             nonlocal lag
@@ -81,6 +99,8 @@ async def throughput(
         cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.gather(lag_monitor(), *(worker(c) for c in checks))
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    if sink is not None:
+        sink.close(5.0)
     return {
         "steps_per_s": steps / wall,
         "cpu_ms_per_step": cpu / steps * 1000,
@@ -103,7 +123,7 @@ async def timing_error(url: str, journeys: int, delay_ms: int, seconds: float) -
         measure_from = time.monotonic() + 1.0  # after every connection is open
 
         async def worker(check: JourneyCheck) -> None:
-            await asyncio.sleep(random.uniform(0, 5 * delay_ms / 1000))  # noqa: S311
+            await asyncio.sleep(random.uniform(0, 5 * delay_ms / 1000))
             while time.monotonic() < stop_at:
                 result = await run_check(check, ctx)
                 if time.monotonic() > measure_from:
@@ -180,6 +200,19 @@ def main() -> None:
                 f"{statistics.median(cpu):.3f} (min {min(cpu):.3f}, max {max(cpu):.3f}); "
                 f"max loop lag {max(r['max_loop_lag_ms'] for r in rows):.1f} ms"
             )
+        with _receiver_process() as endpoint:
+            pairs = []
+            for _ in range(args.repeat):
+                plain = run_async(throughput(url, args.seconds, 50, True))
+                with_otlp = run_async(throughput(url, args.seconds, 50, True, otlp=endpoint))
+                pairs.append((plain["cpu_ms_per_step"], with_otlp["cpu_ms_per_step"]))
+            ratios = [b / a for a, b in pairs]
+            print(
+                "OTLP overhead (metrics, traces and logs to a gRPC collector in another process):"
+                f" CPU ms/step {statistics.median(a for a, _ in pairs):.3f} without, "
+                f"{statistics.median(b for _, b in pairs):.3f} with; ratio median "
+                f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
+            )
         for n in (50, 200, 1000):
             t = run_async(timing_error(url, n, 100, args.seconds))
             print(
@@ -205,6 +238,32 @@ def main() -> None:
                 ],
                 check=True,
             )
+
+
+@contextlib.contextmanager
+def _receiver_process() -> Iterator[str]:
+    """A real OTLP/gRPC receiver (the test suite's) in a child process; yields its endpoint."""
+    import multiprocessing
+
+    from tests.fixtures.otlp_receiver import GrpcReceiver
+
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+
+    def serve() -> None:
+        receiver = GrpcReceiver()
+        receiver.start()
+        child.send(receiver.endpoint)
+        child.recv()  # until told to stop
+        receiver.stop()
+
+    proc = context.Process(target=serve, daemon=True)
+    proc.start()
+    try:
+        yield parent.recv()
+    finally:
+        parent.send("stop")
+        proc.join(5)
 
 
 def footprint_main(url: str, seconds: float) -> None:
