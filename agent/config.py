@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret
 from agent.logs import LogsConfig
-from agent.otlp import OtlpCollectorConfig
+from agent.otlp_config import OtlpCollectorConfig
 from agent.peers import PeerConfig
 from agent.slo import SloConfig
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml

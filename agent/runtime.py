@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -17,7 +18,7 @@ from agent.api import build_app
 from agent.config import Config, load_config
 from agent.logs import log_result
 from agent.metrics import CATALOGUE, MetricType, Sample
-from agent.otlp import OtlpSink, build_resource
+from agent.otlp_config import build_resource
 from agent.peers import PeerPoller
 from agent.prometheus import PrometheusSink
 from agent.results import Result
@@ -38,6 +39,9 @@ from probes import registry
 from probes.base import ProbeContext
 from probes.http import new_session
 from probes.idp import TokenCache
+
+if TYPE_CHECKING:
+    from agent import otlp
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class Agent:
         self.fanout = FanOut([self.views, _LogSink()])
         if config.telemetry.prometheus.enabled:
             self.fanout.add(self.prometheus)
-        self.otlp: OtlpSink | None = None
+        self.otlp: otlp.OtlpSink | None = None
         self._set_otlp(config)
         self.prometheus.sources.append(self._live_samples)
         self.verdicts: dict[str, SiteVerdict] = {}
@@ -133,7 +137,7 @@ class Agent:
     def stop(self) -> None:
         self._stopping.set()
 
-    def _set_otlp(self, config: Config) -> OtlpSink | None:
+    def _set_otlp(self, config: Config) -> otlp.OtlpSink | None:
         """Build the OTLP sink for this config (none without collectors); returns the one it
         replaces, for the caller to close off the event loop."""
         old = self.otlp
@@ -141,6 +145,8 @@ class Agent:
             self.fanout.sinks.remove(old)
         self.otlp = None
         if config.telemetry.otlp:
+            from agent.otlp import OtlpSink  # the SDK and gRPC load only when a collector is set
+
             self.otlp = OtlpSink(
                 config.telemetry.otlp,
                 resource=build_resource(
