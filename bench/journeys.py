@@ -63,7 +63,8 @@ async def throughput(
     journey = five_step_journey()
     sink = None
     if otlp is not None:
-        from agent.otlp import OtlpCollectorConfig, OtlpSink, build_resource
+        from agent.otlp import OtlpSink
+        from agent.otlp_config import OtlpCollectorConfig, build_resource
 
         collector = OtlpCollectorConfig.model_validate(
             {"name": "bench", "endpoint": otlp, "protocol": "grpc", "export_interval": "1s"}

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from agent.logs import JsonFormatter, LogsConfig, configure_logging, log_result
 from agent.metrics import CATALOGUE, LATENCY_BUCKETS, Sample
-from agent.otlp import OtlpCollectorConfig, OtlpSink, build_resource
+from agent.otlp import OtlpSink
+from agent.otlp_config import OtlpCollectorConfig, build_resource
 from agent.results import Measurement, Reason, Result, StepResult
 from probes.base import new_run_id, new_span_id, new_trace_id
 from tests.fixtures.otlp_receiver import (
