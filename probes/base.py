@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -73,6 +73,18 @@ class Check(abc.ABC):
         """Free what the check keeps between runs (called on reload and shutdown)."""
         return None
 
+    def result(self, **fields: Any) -> Result:
+        """A Result of this check: its identity (check, kind, target, site, critical) filled
+        in, the rest as given."""
+        return Result(
+            check=self.name,
+            kind=self.kind,
+            target=self.target,
+            site=self.site,
+            critical=self.critical,
+            **fields,
+        )
+
     def failed(
         self,
         reason: Reason,
@@ -83,12 +95,7 @@ class Check(abc.ABC):
         run_id: str | None = None,
     ) -> Result:
         """A failed Result for this check when nothing more specific is known."""
-        return Result(
-            check=self.name,
-            kind=self.kind,
-            target=self.target,
-            site=self.site,
-            critical=self.critical,
+        return self.result(
             ok=False,
             reason=reason,
             message=message,

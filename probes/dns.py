@@ -316,12 +316,7 @@ class DnsCheck(Check):
             Measurement("dns_answer_match", labels, 1.0 if reason is None else 0.0),
             *(Measurement("dns_resolved_site", {**labels, "site": s}, 1.0) for s in sites),
         ]
-        return Result(
-            check=self.name,
-            kind=self.kind,
-            target=self.target,
-            site=self.site,
-            critical=self.critical,
+        return self.result(
             ok=reason is None,
             reason=reason,
             message=message,

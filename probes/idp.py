@@ -426,11 +426,7 @@ class IdpCheck(Check):
         if failure is not None:
             facts["phase_failed"] = clock.current
             message = f"{clock.current}: {failure[1]}"
-        return Result(
-            check=self.name,
-            kind=self.kind,
-            target=self.target,
-            site=self.site,
+        return self.result(
             ok=failure is None,
             reason=failure[0] if failure else None,
             message=message,

@@ -233,12 +233,7 @@ class JourneyCheck(Check):
             duration = time.monotonic() - start
             cleanup = await run.cleanup()
         failed = next((s for s in steps if not s.ok and not s.skipped), None)
-        return Result(
-            check=self.name,
-            kind=self.kind,
-            target=self.target,
-            site=self.site,
-            critical=self.critical,
+        return self.result(
             ok=failed is None,
             reason=failed.reason if failed else None,
             message=f"step {failed.name}: {failed.message}" if failed else "",

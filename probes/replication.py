@@ -898,12 +898,7 @@ class ReplicationCheck(Check):
                 f"grant pg_monitor to {primary.role}"
             )
         reason = None if ok else (problems[0].reason if problems else Reason.ASSERTION)
-        return Result(
-            check=self.name,
-            kind=self.kind,
-            target=self.target,
-            site=self.site,
-            critical=self.critical,
+        return self.result(
             ok=ok,
             reason=reason,
             message=message,

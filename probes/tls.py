@@ -303,12 +303,7 @@ class TlsCheck(Check):
             if not_after is not None
             else ()
         )
-        return Result(
-            check=self.name,
-            kind=self.kind,
-            target=self.target,
-            site=self.site,
-            critical=self.critical,
+        return self.result(
             ok=reason is None,
             reason=reason,
             message=message,
