@@ -10,6 +10,7 @@ import aiohttp
 
 from agent.config import Config
 from agent.demo.simulator import Fault, Platform
+from agent.runtime import Agent
 from tests.fixtures.platform import (
     demo_config_data,
     get_json,
@@ -44,18 +45,22 @@ async def verdict_of(port: int | None, site: str = "aws-use1") -> dict[str, obje
     return result
 
 
+async def replication_ok(agent: Agent) -> None:
+    """Until the agent's replication check has passed once."""
+
+    def ok() -> bool:
+        result = agent.latest_results().get("replication/orders-db")
+        return result is not None and result.ok
+
+    await wait_for(ok, timeout=15)
+
+
 async def test_lag_over_rpo_makes_failover_unsafe_and_resume_makes_it_safe(
     platform: Platform, pg_pair: PgPair, tmp_path: Path
 ) -> None:
     config = config_with_replication(platform, pg_pair, tmp_path, rpo="2s")
     async with running_agent(config) as agent:
-        await wait_for(
-            lambda: (
-                agent.latest_results().get("replication/orders-db") is not None
-                and agent.latest_results()["replication/orders-db"].ok
-            ),
-            timeout=15,
-        )
+        await replication_ok(agent)
         platform.set_fault("aws-use1", Fault(kind="outage"))
         await wait_for(
             lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended"
@@ -93,13 +98,7 @@ async def test_primary_database_lost_with_the_site_is_still_safe_to_fail_over(
     # and the live heartbeat ages, but it holds every write the primary took: safe.
     config = config_with_replication(platform, pg_pair, tmp_path, rpo="2s")
     async with running_agent(config) as agent:
-        await wait_for(
-            lambda: (
-                agent.latest_results().get("replication/orders-db") is not None
-                and agent.latest_results()["replication/orders-db"].ok
-            ),
-            timeout=15,
-        )
+        await replication_ok(agent)
         platform.set_fault("aws-use1", Fault(kind="outage"))
         await asyncio.to_thread(pg_pair.stop_primary)
         await wait_for(
@@ -117,13 +116,7 @@ async def test_promoted_replica_is_split_brain_and_unsafe(
 ) -> None:
     config = config_with_replication(platform, pg_pair, tmp_path, rpo="30s")
     async with running_agent(config) as agent:
-        await wait_for(
-            lambda: (
-                agent.latest_results().get("replication/orders-db") is not None
-                and agent.latest_results()["replication/orders-db"].ok
-            ),
-            timeout=15,
-        )
+        await replication_ok(agent)
         await asyncio.to_thread(pg_pair.promote_replica)
         await wait_for(
             lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_unsafe",
