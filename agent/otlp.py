@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import secrets
 import threading
@@ -70,6 +71,9 @@ from agent.results import Result, StepResult
 log = logging.getLogger(__name__)
 
 
+# Increments waiting for the next metrics collection, per collector (a stuck reader thread
+# must not grow memory without bound).
+MAX_PENDING_SAMPLES = 200_000
 # Spans and log records are sent at least this often, whatever the metrics interval.
 MAX_BATCH_DELAY = 5.0
 MAX_EXPORT_BATCH = 512
@@ -322,6 +326,9 @@ class _MetricsPipeline:
             ],
         )
         meter = self.provider.get_meter("failsight", version)
+        # Increments wait here for the reader thread: recording into SDK instruments hashes
+        # and cleans attributes per measurement, too costly for the event loop (see record()).
+        self._pending: collections.deque[Sample] = collections.deque(maxlen=MAX_PENDING_SAMPLES)
         self.counters: dict[str, Counter] = {}
         self.histograms: dict[str, Histogram] = {}
         for spec in CATALOGUE.values():
@@ -352,6 +359,9 @@ class _MetricsPipeline:
         self, counts: ExportCounts
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            # The SDK runs observable callbacks at each collection, on the reader thread,
+            # before it reads the synchronous instruments: the moment to record what waits.
+            self._drain()
             return [
                 Observation(n, {"path": path, "result": result, "vantage": self.vantage})
                 for (path, result), n in counts.snapshot().items()
@@ -360,12 +370,27 @@ class _MetricsPipeline:
         return observe
 
     def record(self, increments: Iterable[Sample]) -> None:
-        for sample in increments:
-            attributes = _attributes(sample, self.vantage)
+        """Queue increments (event loop; cheap). Past MAX_PENDING_SAMPLES, the oldest go."""
+        self._pending.extend(increments)
+
+    def _drain(self) -> None:
+        """Record what waits into the SDK instruments (reader thread). Counter increments are
+        summed per series first: one SDK call per series and collection, not per run."""
+        sums: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        while True:
+            try:
+                sample = self._pending.popleft()
+            except IndexError:
+                break
             if sample.spec.type is MetricType.HISTOGRAM:
-                self.histograms[sample.spec.name].record(sample.value, attributes)
+                self.histograms[sample.spec.name].record(
+                    sample.value, _attributes(sample, self.vantage)
+                )
             else:
-                self.counters[sample.spec.name].add(sample.value, attributes)
+                key = (sample.spec.name, sample.labels)
+                sums[key] = sums.get(key, 0.0) + sample.value
+        for (name, labels), value in sums.items():
+            self.counters[name].add(value, {**dict(labels), "vantage": self.vantage})
 
     def shutdown(self, budget: float) -> None:
         self.provider.shutdown(timeout_millis=budget * 1000)
