@@ -34,7 +34,8 @@ test: setup system-deps lint
 	$(BIN)/pytest -q tests
 
 bench: setup system-deps
-	$(BIN)/python -m bench.run_all
+	$(BIN)/pip install --quiet -e '.[test,fast,bench]'
+	$(BIN)/python -m bench.run_all $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
