@@ -305,8 +305,12 @@ class Agent:
             for word in Verdict:
                 yield s("site_verdict", 1.0 if verdict.verdict is word else 0.0, site, word.value)
         if self.scheduler is not None:
-            for (check, kind), n in self.scheduler.skipped.items():
-                yield s("check_runs_skipped_total", float(n), check, kind)
+            # Every scheduled check from 0, not only those that skipped: increase() and rate()
+            # need the series before the first skip, and a dashboard shows 0, not "no data".
+            skipped = self.scheduler.skipped
+            for check in self.scheduler.checks:
+                n = skipped.get((check.name, check.kind), 0)
+                yield s("check_runs_skipped_total", float(n), check.name, check.kind)
         for sink in self.fanout.sinks:  # every sink, from 0: rate() needs the series to exist
             yield s("sink_errors_total", float(self.fanout.errors.get(sink.name, 0)), sink.name)
         yield s("telemetry_exports_total", float(self.scrapes), "prometheus", "success")
