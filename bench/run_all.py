@@ -1,6 +1,7 @@
 """Runs every benchmark, each in its own process, and prints one summary table at the end.
 
-Run: `.venv/bin/python -m bench.run_all` (about 50 minutes: the footprint alone is 10) or
+Run: `.venv/bin/python -m bench.run_all` (about an hour: the footprint alone is 10 minutes,
+the detection trials about 5) or
 `--quick` for a smoke run of a few seconds each. `--only NAME` / `--skip NAME` pick benchmarks.
 Nothing is asserted: the table reports medians with their spread; the machine is shared, so the
 load average before and after each benchmark is printed with it.
@@ -33,7 +34,15 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "metrics_render": ("bench.metrics_render", [], ["--quick"]),
     "profile": ("bench.profile_journeys", [], ["--quick"]),
     "footprint": ("bench.footprint", [], ["--quick"]),
+    "replication": (
+        "bench.replication_lag_accuracy",
+        [],
+        ["--durations", "2", "--reps", "1"],
+    ),
+    "detection": ("bench.detection", [], ["--repeat", "1"]),
 }
+# These print their figures and write no summary file: their last lines are the summary.
+PRINTS_ONLY = {"journeys", "replication", "detection"}
 
 
 def load() -> str:
@@ -74,6 +83,15 @@ def journeys_rows(output: str) -> list[dict[str, str]]:
                     "goal": "p99 <= 2 ms" if m[1] == "200" else "",
                 }
             )
+        elif m := re.match(r"OTLP overhead.*?: CPU ms/step (.*)$", line):
+            rows.append(
+                {
+                    "bench": "journeys",
+                    "figure": "OTLP overhead, CPU ms/step",
+                    "value": m[1],
+                    "goal": "",
+                }
+            )
         elif line.startswith("footprint, "):
             rows.append({"bench": "journeys", "figure": "footprint", "value": line, "goal": ""})
     return rows
@@ -83,7 +101,7 @@ def run(name: str, quick: bool, extra: Sequence[str]) -> tuple[list[dict[str, st
     module, full, smoke = BENCHMARKS[name]
     with tempfile.NamedTemporaryFile(suffix=".json") as summary:
         cmd = [sys.executable, "-m", module, *(smoke if quick else full), *extra]
-        if name != "journeys":
+        if name not in PRINTS_ONLY:
             cmd += ["--summary-json", summary.name]
         print(f"\n##### {name}: {' '.join(cmd[1:])} (load average {load()})", flush=True)
         start = time.monotonic()
@@ -103,6 +121,9 @@ def run(name: str, quick: bool, extra: Sequence[str]) -> tuple[list[dict[str, st
         print(f"##### {name}: exit {code} after {elapsed:.0f}s (load average {load()})", flush=True)
         if name == "journeys":
             rows = journeys_rows("".join(output))
+        elif name in PRINTS_ONLY:
+            last = [line.strip() for line in output if line.strip()][-1:] or ["no output"]
+            rows = [{"bench": name, "figure": "summary", "value": last[0], "goal": ""}]
         else:
             text = Path(summary.name).read_text()
             rows = json.loads(text) if text else []
