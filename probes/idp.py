@@ -19,15 +19,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote_plus
 
 import aiohttp
-from joserfc import jws, jwt
-from joserfc.errors import (
-    BadSignatureError,
-    ExpiredTokenError,
-    InvalidClaimError,
-    JoseError,
-    MissingClaimError,
-)
-from joserfc.jwk import KeySet
 from pydantic import BeforeValidator, Field, field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret, parse_duration
@@ -36,6 +27,10 @@ from probes.base import Check, ProbeContext, new_run_id, wall_now
 from probes.http import classify, read_bounded, ssl_context
 
 if TYPE_CHECKING:
+    # joserfc (and cryptography under it, ~9 MB) is imported where tokens are handled, so an
+    # agent with no IdP configured never loads it.
+    from joserfc.jwk import KeySet
+
     from agent.config import Config
 
 log = logging.getLogger(__name__)
@@ -159,6 +154,9 @@ async def discover(
 
 
 async def fetch_jwks(http: aiohttp.ClientSession, url: str, tls: ssl.SSLContext | bool) -> KeySet:
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
     document = await _get_json(http, url, tls, "JWKS")
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list) or not keys:
@@ -217,6 +215,12 @@ async def request_token(
 
 def validate_token(cfg: IdpConfig, token: str, keys: KeySet) -> str:
     """Check the token's signature against the JWKS and its claims; return its kid."""
+    from joserfc import jws, jwt
+    from joserfc.errors import (
+        BadSignatureError,
+        JoseError,
+    )
+
     try:
         header = jws.extract_compact(token.encode()).headers()
     except (JoseError, ValueError, TypeError):
@@ -246,6 +250,9 @@ def validate_token(cfg: IdpConfig, token: str, keys: KeySet) -> str:
 
 
 def _validate_claims(cfg: IdpConfig, claims: dict[str, Any]) -> None:
+    from joserfc import jwt
+    from joserfc.errors import ExpiredTokenError, InvalidClaimError, MissingClaimError
+
     options: dict[str, jwt.ClaimsOption] = {
         "iss": {"essential": True, "value": cfg.issuer},
         "exp": {"essential": True},

@@ -11,8 +11,6 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Annotated
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from pydantic import AfterValidator, Field
 
 from agent.configtypes import Duration, Model, Name
@@ -20,6 +18,10 @@ from agent.results import CheckFailure, Measurement, Reason, Result
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 
 if TYPE_CHECKING:
+    # cryptography (~8 MB) is imported where certificates are parsed, so an agent with no
+    # TLS check configured never loads it.
+    from cryptography import x509
+
     from agent.config import Config
 
 # Room the scheduler's hard limit leaves above the probe's own deadline (which covers every
@@ -345,6 +347,8 @@ def _chain_of(ssl_object: ssl.SSLObject) -> list[bytes]:
 
 
 def _parse(served: list[bytes]) -> list[x509.Certificate]:
+    from cryptography import x509
+
     certificates = []
     for der in served:
         try:
@@ -355,6 +359,8 @@ def _parse(served: list[bytes]) -> list[x509.Certificate]:
 
 
 def _common_name(name: x509.Name) -> str:
+    from cryptography.x509.oid import NameOID
+
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     if values:
         value = values[0].value
@@ -365,6 +371,9 @@ def _common_name(name: x509.Name) -> str:
 def _hostname_matches(cert: x509.Certificate, server_name: str) -> bool:
     """RFC 6125 matching of the subjectAltName (the subject CN only when there is no DNS name),
     left-most label wildcards only: what OpenSSL does for Python's default context."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         san: x509.SubjectAlternativeName | None = cert.extensions.get_extension_for_class(
             x509.SubjectAlternativeName
