@@ -426,7 +426,7 @@ def throughput_candidates(url: str, seconds: float, repeat: int) -> list[dict[st
                 {
                     "bench": "profile",
                     "figure": f"candidate {name}, journeys.py keepalive={keepalive}: CPU/step",
-                    "value": f"-{statistics.median(gain) * 100:.1f}% "
+                    "value": f"{-statistics.median(gain) * 100:+.1f}% "
                     f"({statistics.median(cpu_a):.3f} -> {statistics.median(cpu_b):.3f} ms)",
                     "goal": "",
                 }
@@ -457,7 +457,7 @@ def agent_candidates(url: str, workdir: Path, window: float, repeat: int) -> lis
                     "bench": "profile",
                     "figure": f"agent keepalive={keepalive}, {label}: CPU ms/probe",
                     "value": spread(values)
-                    + (f" (-{statistics.median(gain) * 100:.0f}%)" if combo else ""),
+                    + (f" ({-statistics.median(gain) * 100:+.0f}%)" if combo else ""),
                     "goal": "",
                 }
             )
