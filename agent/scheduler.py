@@ -116,8 +116,12 @@ class Scheduler:
     async def _loop(self, check: Check) -> None:
         # A random first offset spreads checks over time; capped, so that a check with a long
         # interval (TLS: 5 minutes) still reports soon after start.
-        await asyncio.sleep(self._rng.uniform(0, min(check.interval, MAX_FIRST_OFFSET)))
-        due = time.monotonic()
+        offset = self._rng.uniform(0, min(check.interval, MAX_FIRST_OFFSET))
+        # The grid starts at the planned offset, not when the sleep returned: checks whose
+        # first sleeps end in the same stall (start-up, a full collection) would otherwise
+        # share one `due` and tick in lockstep for good, a burst and a loop stall per interval.
+        due = time.monotonic() + offset
+        await asyncio.sleep(offset)
         while True:
             self.tick(check)
             due, missed = next_due(due, check.interval, time.monotonic())
