@@ -121,14 +121,6 @@ class Config(Model):
         return len(self.vantages) // 2 + 1
 
 
-class LoadedConfig:
-    """A validated Config together with where it came from (for reload and messages)."""
-
-    def __init__(self, config: Config, path: str) -> None:
-        self.config = config
-        self.path = path
-
-
 def load_config(path: str | Path) -> Config:
     """Load and validate a config file. Raises ConfigInvalid listing every problem."""
     data, smap = load_yaml(path)

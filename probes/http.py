@@ -3,7 +3,6 @@ turning transport errors into the contract's failure reasons."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import time
@@ -60,7 +59,7 @@ async def _mark(name: str, ctx: SimpleNamespace) -> None:
         phases["_" + name] = time.perf_counter()
 
 
-async def _span(start: str, end: str, phase: str, ctx: SimpleNamespace) -> None:
+async def _span(start: str, phase: str, ctx: SimpleNamespace) -> None:
     phases = _phases_of(ctx)
     if phases is not None and "_" + start in phases:
         phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - phases["_" + start]
@@ -81,13 +80,13 @@ def _trace_config() -> aiohttp.TraceConfig:
         await _mark("dns", ctx)
 
     async def on_dns_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _span("dns", "", "dns", ctx)
+        await _span("dns", "dns", ctx)
 
     async def on_conn_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
         await _mark("connect", ctx)
 
     async def on_conn_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _span("connect", "", "connect", ctx)
+        await _span("connect", "connect", ctx)
         phases = _phases_of(ctx)
         if phases is not None:
             # Connection creation includes DNS resolution in aiohttp: report them apart.
@@ -95,7 +94,7 @@ def _trace_config() -> aiohttp.TraceConfig:
 
     async def on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
         await _mark("sent", ctx)
-        await _span("request", "", "send", ctx)
+        await _span("request", "send", ctx)
         phases = _phases_of(ctx)
         if phases is not None:
             phases["send"] = max(
@@ -103,7 +102,7 @@ def _trace_config() -> aiohttp.TraceConfig:
             )
 
     async def on_request_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _span("sent", "", "ttfb", ctx)
+        await _span("sent", "ttfb", ctx)
 
     tc.on_request_start.append(on_request_start)
     tc.on_dns_resolvehost_start.append(on_dns_start)
@@ -172,9 +171,3 @@ def ssl_context(ca_file: str | None, verify: bool = True) -> ssl.SSLContext | bo
     ctx = ssl.create_default_context()
     ctx.load_verify_locations(cafile=ca_file)
     return ctx
-
-
-async def sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)

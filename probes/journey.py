@@ -364,7 +364,8 @@ class _Run:
                     attempts += 1
                     phases = {}
                     status, response_headers, body = await self.request(step, url, headers, phases)
-                    document = self.evaluate_status(step, status, body)
+                    self.check_status(step, status, body)
+                    document = None
                     if step.poll is not None:
                         document = _json(body, response_headers)
                         seen = find(step.poll.path, document)
@@ -434,9 +435,11 @@ class _Run:
             phases["body"] = time.perf_counter() - t_body
             return response.status, response.headers, data
 
-    def evaluate_status(self, step: Step, status: int, body: bytes) -> Any:
+    def check_status(self, step: Step, status: int, body: bytes) -> None:
+        """Fail the step on an unexpected status: 401/403 as `auth`, anything else as
+        `http_status`, with the start of the body for context."""
         if any(low <= status <= high for low, high in step.expect.status):
-            return None
+            return
         reason = Reason.AUTH if status in (401, 403) else Reason.HTTP_STATUS
         if reason is Reason.AUTH and self.cfg.idp and self.ctx.tokens and self.token:
             # The next run asks the IdP again instead of reusing a token the site refused.
