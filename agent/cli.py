@@ -1,4 +1,5 @@
-"""The `failsight` command line: run, validate, once, rules, demo, schema, version."""
+"""The `failsight` command line: run, validate, once, rules, hold, failback, demo, schema,
+version."""
 
 from __future__ import annotations
 
@@ -95,11 +96,105 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_INVALID
     try:
-        print(render_rules(rules_input(config)), end="")
+        print(render_rules(rules_input(config, failover_for=args.failover_for)), end="")
     except ValueError as exc:
         print(f"{args.config}: cannot generate rules: {exc}", file=sys.stderr)
         return EXIT_INVALID
     return EXIT_OK
+
+
+def _duration_arg(value: str) -> float:
+    from agent.configtypes import parse_duration
+
+    try:
+        seconds = float(parse_duration(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 0 <= seconds < 86400 * 365:
+        raise argparse.ArgumentTypeError("expected a duration such as 0s, 30s or 2m")
+    return seconds
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """`hold` and `failback`: one call to an agent's operator API (any agent: the others
+    learn the action from it)."""
+    import os
+
+    url, token = args.agent, os.environ.get("FAILSIGHT_ADMIN_TOKEN")
+    if args.config is not None:
+        config = _load(args.config)
+        if config is None:
+            return EXIT_INVALID
+        url = url or f"http://{config.agent.listen}"
+        if token is None and config.agent.admin_token is not None:
+            token = config.agent.admin_token.get_secret_value()
+    if args.token_file is not None:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            print(f"cannot read --token-file {args.token_file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_INVALID
+    if not token:
+        print(
+            "no admin token: set FAILSIGHT_ADMIN_TOKEN, or give --token-file or --config",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    url = (url or "http://127.0.0.1:9747").rstrip("/")
+    body: dict[str, object] = {"by": args.by or os.environ.get("USER") or "operator"}
+    if getattr(args, "reason", None):
+        body["reason"] = args.reason
+    method, path = "POST", f"/v1/sites/{args.site}/failback"
+    if args.command == "hold":
+        path = f"/v1/sites/{args.site}/hold"
+        if args.lift:
+            method = "DELETE"
+        elif args.until is not None:
+            body["until"] = args.until
+        elif args.for_ is not None:
+            body["for"] = args.for_
+        else:
+            print("hold: give --for DURATION or --until TIME (or --lift)", file=sys.stderr)
+            return EXIT_INVALID
+    status, answer = run_async(_call_agent(method, url + path, token, body, args.ca_file))
+    if status is None or status >= 300:
+        error = answer.get("error") if isinstance(answer, dict) else answer
+        print(f"{url}: {f'HTTP {status}: ' if status else ''}{error}", file=sys.stderr)
+        return EXIT_FAILED
+    verdict = answer.get("verdict", {}) if isinstance(answer, dict) else {}
+    action = answer.get("action", {}) if isinstance(answer, dict) else {}
+    print(
+        f"{action.get('kind')} {args.site} recorded by {action.get('origin')} "
+        f"(id {action.get('id')}); verdict now {verdict.get('verdict')}"
+    )
+    return EXIT_OK
+
+
+async def _call_agent(
+    method: str, url: str, token: str, body: dict[str, object], ca_file: str | None
+) -> tuple[int | None, Any]:
+    import aiohttp
+
+    from probes.http import ssl_context
+
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.request(
+                method, url, json=body, headers=headers, ssl=ssl_context(ca_file)
+            ) as response,
+        ):
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text[:200]
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        from probes.http import classify
+
+        return None, f"cannot reach the agent: {classify(exc)[1]}"
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -142,7 +237,37 @@ def parser() -> argparse.ArgumentParser:
     once.set_defaults(func=cmd_once)
     rules = sub.add_parser("rules", help="print the Prometheus rules generated from the config")
     rules.add_argument("--config", required=True)
+    rules.add_argument(
+        "--failover-for",
+        type=_duration_arg,
+        default=0.0,
+        metavar="DURATION",
+        help="`for:` of FailsightFailoverRecommended (default 0s: the agents' own hysteresis "
+        "already confirmed the outage)",
+    )
     rules.set_defaults(func=cmd_rules)
+    for name, text in (
+        ("hold", "hold a site: it is never failed over until the hold ends (or --lift it)"),
+        ("failback", "release a latched failover: the site's health answers 200 again"),
+    ):
+        control = sub.add_parser(name, help=text, description=text)
+        control.add_argument("site")
+        control.add_argument(
+            "--agent", help="the agent's API base URL (default: --config's listen, or :9747)"
+        )
+        control.add_argument("--config", help="take the agent URL and admin token from this")
+        control.add_argument(
+            "--token-file", help="file holding agent.admin_token (or FAILSIGHT_ADMIN_TOKEN)"
+        )
+        control.add_argument("--ca-file", help="extra trust for an https agent")
+        control.add_argument("--by", help="who is acting (default: $USER)")
+        control.add_argument("--reason", help="why (required for a hold)")
+        if name == "hold":
+            when = control.add_mutually_exclusive_group()
+            when.add_argument("--for", dest="for_", metavar="DURATION", help="e.g. 2h")
+            when.add_argument("--until", metavar="TIME", help="RFC 3339, e.g. 2026-12-05T04:00Z")
+            when.add_argument("--lift", action="store_true", help="end the hold now")
+        control.set_defaults(func=cmd_control)
     demo = sub.add_parser("demo", help="the simulated two-cloud platform and an agent on it")
     demo.add_argument(
         "--scenario",

@@ -11,15 +11,19 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret
+from agent.control import MaintenanceConfig
 from agent.logs import LogsConfig
 from agent.otlp_config import OtlpCollectorConfig
 from agent.peers import PeerConfig
 from agent.slo import SloConfig
+from agent.verdict import FailbackPolicy
+from agent.view import Hysteresis
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
 from probes.dns import DnsConfig
 from probes.idp import IdpConfig
 from probes.journey import BUILTIN_VARIABLES, JourneyConfig, Step
 from probes.replication import ReplicationConfig
+from probes.selfcheck import SelfCheckConfig
 from probes.templating import malformed_placeholders, variables_in
 from probes.tls import TlsConfig
 
@@ -36,6 +40,13 @@ class AgentConfig(Model):
     keepalive: bool = True
     # When set, /v1/view answers only requests bearing this token (the peers' bearer_token).
     view_token: Secret | None = None
+    # When set, the operator endpoints (failback, hold) need this bearer token; without it they
+    # answer 403. Keep it apart from view_token: peers hold that one.
+    admin_token: Secret | None = None
+    # Where holds, failbacks and failover latches are kept across restarts (control.json).
+    state_dir: str | None = None
+    # Something outside the sites that this vantage should always reach (impairment check).
+    self_check: SelfCheckConfig | None = None
     cloud_provider: str | None = None
     cloud_region: str | None = None
 
@@ -56,6 +67,13 @@ class AgentConfig(Model):
         return int(self.listen.rsplit(":", 1)[1])
 
 
+class FailbackConfig(Model):
+    """How a latched failover is released: by an operator, or after `stable_for` healthy."""
+
+    policy: Literal["manual", "auto"] = "manual"
+    stable_for: Duration = 600.0
+
+
 class SiteConfig(Model):
     name: Name
     role: Literal["primary", "standby"]
@@ -63,6 +81,7 @@ class SiteConfig(Model):
     ca_file: str | None = None
     tls_verify: bool = True  # false only for lab set-ups; logged as a warning at load
     headers: dict[str, Secret] = Field(default_factory=dict)
+    failback: FailbackConfig | None = None  # overrides verdict.failback for this site
 
     @field_validator("base_url")
     @classmethod
@@ -78,6 +97,21 @@ class VerdictConfig(Model):
     # Fresh, non-impaired views that must agree; default: a majority of all vantages.
     quorum: int | None = Field(default=None, ge=1)
     peer_stale_after: Duration = 60.0
+    failback: FailbackConfig = Field(default_factory=FailbackConfig)
+    # After a failed critical run, re-run the journey this soon until the view settles (down,
+    # or up again): detection in one interval plus (failure_threshold - 1) of these.
+    confirm_interval: Duration | None = None
+    flap_threshold: float = Field(default=3.0, ge=1.0, le=100.0)
+    flap_half_life: Duration = 600.0
+
+    @property
+    def hysteresis(self) -> Hysteresis:
+        return Hysteresis(
+            self.failure_threshold,
+            self.recovery_threshold,
+            self.flap_threshold,
+            self.flap_half_life,
+        )
 
 
 class PrometheusConfig(Model):
@@ -102,6 +136,7 @@ class Config(Model):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     peers: list[PeerConfig] = Field(default_factory=list)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
+    maintenance: list[MaintenanceConfig] = Field(default_factory=list)
 
     def site(self, name: str) -> SiteConfig:
         return next(s for s in self.sites if s.name == name)
@@ -109,6 +144,10 @@ class Config(Model):
     def journey_sites(self, journey: JourneyConfig) -> list[SiteConfig]:
         names = journey.sites
         return [s for s in self.sites if names is None or s.name in names]
+
+    def failback_policy(self, site: SiteConfig) -> FailbackPolicy:
+        chosen = site.failback or self.verdict.failback
+        return FailbackPolicy(auto=chosen.policy == "auto", stable_for=chosen.stable_for)
 
     @property
     def vantages(self) -> tuple[str, ...]:
@@ -186,6 +225,21 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
             ("verdict", "quorum"),
             f"{config.verdict.quorum} is more than the {len(config.vantages)} vantage(s) "
             "(this agent and its peers): no verdict could ever be reached",
+        )
+    yield from _duplicates(("maintenance",), [m.name for m in config.maintenance], "window")
+    for m, window in enumerate(config.maintenance):
+        for s, site_name in enumerate(window.sites):
+            if site_name not in site_names:
+                yield ("maintenance", m, "sites", s), f"unknown site {site_name!r}"
+    tokens = config.agent.admin_token, config.agent.view_token
+    if (
+        tokens[0] is not None
+        and tokens[1] is not None
+        and tokens[0].get_secret_value() == tokens[1].get_secret_value()
+    ):
+        yield (
+            ("agent", "admin_token"),
+            "must differ from agent.view_token: every peer holds the view token",
         )
     idp_names = {i.name for i in config.idps}
     for d, name in enumerate(config.dns):

@@ -131,13 +131,34 @@ CATALOGUE: dict[str, MetricSpec] = {
             "s",
         ),
         MetricSpec(
-            "site_view_down", _G, "1 if this vantage's view of the site is down.", ("site",)
+            "site_view_down",
+            _G,
+            "1 if this vantage's view of the site is down (not recovering).",
+            ("site",),
         ),
         MetricSpec(
             "site_verdict",
             _G,
             "1 for the site's current verdict, 0 for the others.",
             ("site", "verdict"),
+        ),
+        MetricSpec(
+            "site_failed_over",
+            _G,
+            "1 while the site's failover is latched (until failback), with the standby it went to.",
+            ("site", "failover_target"),
+        ),
+        MetricSpec(
+            "site_hold",
+            _G,
+            "1 while an operator hold or a maintenance window keeps the site from failing over.",
+            ("site",),
+        ),
+        MetricSpec(
+            "site_flapping",
+            _G,
+            "1 while this vantage's view of the site is flapping (flap penalty over threshold).",
+            ("site",),
         ),
         MetricSpec(
             "telemetry_exports_total",
@@ -154,6 +175,12 @@ CATALOGUE: dict[str, MetricSpec] = {
             ("check", "kind"),
         ),
         MetricSpec(
+            "check_confirmation_runs_total",
+            _C,
+            "Extra runs of a critical check to confirm a failure or a recovery quickly.",
+            ("check", "kind"),
+        ),
+        MetricSpec(
             "check_success", _G, "1 if the last run of the check succeeded.", ("check", "kind")
         ),
         MetricSpec(
@@ -166,7 +193,7 @@ CATALOGUE: dict[str, MetricSpec] = {
         MetricSpec(
             "vantage_impaired",
             _G,
-            "1 if this vantage sees every site fail: its views do not count as votes.",
+            "1 if this vantage sees every site fail while the others do not: it does not vote.",
             (),
         ),
         MetricSpec("sink_errors_total", _C, "Results a sink failed to take.", ("sink",)),

@@ -6,13 +6,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 from pydantic import field_validator
 
 from agent.configtypes import Duration, Model, Name, Secret
+from agent.control import MAX_ACTIONS, Action
 from agent.verdict import SiteOpinion, VantageView
 from agent.view import SiteState
 from probes.http import classify, read_bounded, ssl_context
@@ -45,6 +46,7 @@ class PeerState:
     view: VantageView | None
     fetched_at: float | None  # local wall clock when the view arrived
     error: str | None = None
+    actions: tuple[Action, ...] = ()  # the control actions the peer's view carried
 
 
 def parse_view(data: object, *, expected: str, received_at: float) -> VantageView:
@@ -71,23 +73,55 @@ def parse_view(data: object, *, expected: str, received_at: float) -> VantageVie
         evidence = body.get("evidence") or []
         opinions[str(site)] = SiteOpinion(
             state=state,
-            since=float(body.get("since") or 0.0),
+            since=_time(body.get("since")) or 0.0,
             evidence=tuple(str(e) for e in evidence)[:10] if isinstance(evidence, list) else (),
+            last_run_at=_time(body.get("last_run_at")),
+            flapping=body.get("flapping") is True,
+            episode_since=_time(body.get("episode_since")),
         )
+    every = data.get("every_site_failing")
+    self_check = data.get("self_check")
     return VantageView(
         vantage=expected,
         generated_at=received_at,
-        impaired=bool(data.get("impaired", False)),
         sites=opinions,
+        # An agent from before 0.2 only says `impaired` (its own judgement): take it as such.
+        every_site_failing=bool(every if isinstance(every, bool) else data.get("impaired")),
+        self_check=self_check if isinstance(self_check, bool) else None,
     )
+
+
+def parse_actions(data: object) -> tuple[Action, ...]:
+    """The control actions a peer's view carries (`control.actions`); ValueError if bad."""
+    if not isinstance(data, Mapping):
+        return ()
+    control = data.get("control")
+    if control is None:
+        return ()
+    actions = control.get("actions") if isinstance(control, Mapping) else None
+    if not isinstance(actions, list) or len(actions) > MAX_ACTIONS:
+        raise ValueError("control.actions is not a list of at most 4096 actions")
+    return tuple(Action.from_json(a) for a in actions)
+
+
+def _time(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e11:
+        return float(value)
+    return None
 
 
 class PeerPoller:
     """Polls every peer on its own cadence; one slow or dead peer never delays another."""
 
-    def __init__(self, peers: Sequence[PeerConfig], http: aiohttp.ClientSession | None) -> None:
+    def __init__(
+        self,
+        peers: Sequence[PeerConfig],
+        http: aiohttp.ClientSession | None,
+        on_view: Callable[[str, PeerState], None] | None = None,
+    ) -> None:
         self.peers = list(peers)
         self.http = http
+        self.on_view = on_view  # called with each view fetched (the agent merges its actions)
         self.states: dict[str, PeerState] = {p.name: PeerState(None, None) for p in self.peers}
 
     def views(self) -> list[VantageView]:
@@ -99,7 +133,7 @@ class PeerPoller:
             if state is not None and state.view is not None:
                 out.append(state.view)
             else:
-                out.append(VantageView(peer.name, 0.0, False, {}))
+                out.append(VantageView(peer.name, 0.0, {}))
         return out
 
     async def run(self) -> None:
@@ -130,7 +164,9 @@ class PeerPoller:
                 body = await read_bounded(response, MAX_VIEW_BYTES)
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
-            view = parse_view(json.loads(body), expected=peer.name, received_at=time.time())
+            data = json.loads(body)
+            view = parse_view(data, expected=peer.name, received_at=time.time())
+            actions = parse_actions(data)
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -138,13 +174,15 @@ class PeerPoller:
         except Exception as exc:  # a bad body from a peer is its fault, not a reason to stop
             error = f"bad view: {exc}"
         else:
-            state = PeerState(view, view.generated_at)
+            state = PeerState(view, view.generated_at, None, actions)
             if previous.error is not None:
                 log.info("peer %s is reachable again", peer.name)
             self.states[peer.name] = state
+            if self.on_view is not None:
+                self.on_view(peer.name, state)
             return state
         if previous.error is None:
             log.warning("cannot fetch the view of peer %s: %s", peer.name, error)
-        state = PeerState(previous.view, previous.fetched_at, error)
+        state = PeerState(previous.view, previous.fetched_at, error, previous.actions)
         self.states[peer.name] = state
         return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -16,14 +17,16 @@ from aiohttp import web
 from agent import __version__
 from agent.api import build_app
 from agent.config import Config, load_config
+from agent.control import Action, ActionKind, ControlStore, maintenance_holds
 from agent.logs import log_result
 from agent.metrics import CATALOGUE, MetricType, Sample
 from agent.otlp_config import build_resource
-from agent.peers import PeerPoller
+from agent.peers import PeerPoller, PeerState
 from agent.prometheus import PrometheusSink
 from agent.results import Result
 from agent.scheduler import Scheduler
 from agent.sinks import FanOut
+from agent.timeline import Timeline
 from agent.verdict import (
     SiteOpinion,
     SiteVerdict,
@@ -33,7 +36,7 @@ from agent.verdict import (
     dependency_reasons,
     replication_states,
 )
-from agent.view import ViewTracker
+from agent.view import SiteState, ViewTracker
 from agent.yamlsource import ConfigInvalid
 from probes import registry
 from probes.base import ProbeContext
@@ -59,10 +62,14 @@ class Agent:
         self.prometheus = PrometheusSink(config.agent.vantage)
         self.views = ViewTracker(
             tuple(s.name for s in config.sites),
-            config.verdict.failure_threshold,
-            config.verdict.recovery_threshold,
+            config.verdict.hysteresis,
+            on_unsettled=self._confirm,
         )
-        self.fanout = FanOut([self.views, _LogSink()])
+        self.control = ControlStore(config.agent.vantage, config.agent.state_dir)
+        self.control.load()
+        self.timeline = Timeline()
+        self._changed = asyncio.Event()  # a result, a peer view or an action: judge again
+        self.fanout = FanOut([self.views, _Nudge(self._changed), _LogSink()])
         if config.telemetry.prometheus.enabled:
             self.fanout.add(self.prometheus)
         self.otlp: otlp.OtlpSink | None = None
@@ -74,7 +81,7 @@ class Agent:
         self.scrapes = 0
         self.port: int | None = None
         self.http: aiohttp.ClientSession | None = None
-        self.peers = PeerPoller([], None)
+        self.peers = PeerPoller([], None, self._peer_view)
         self._peer_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
@@ -166,7 +173,7 @@ class Agent:
         if self._peer_task is not None:
             self._peer_task.cancel()
         known = self.peers.states
-        self.peers = PeerPoller(self.config.peers, self.http)
+        self.peers = PeerPoller(self.config.peers, self.http, self._peer_view)
         self.peers.states.update({k: v for k, v in known.items() if k in self.peers.states})
         self._peer_task = self._tg.create_task(self.peers.run(), name="peers")
 
@@ -215,10 +222,7 @@ class Agent:
             {(c.site, c.target) for c in checks if c.kind == "journey" and c.site},
         )
         self.views.reconfigure(
-            tuple(s.name for s in new.sites),
-            {c.name for c in checks},
-            new.verdict.failure_threshold,
-            new.verdict.recovery_threshold,
+            tuple(s.name for s in new.sites), {c.name for c in checks}, new.verdict.hysteresis
         )
         self.verdicts = {k: v for k, v in self.verdicts.items() if k in self.views.views}
         self._start_peers()
@@ -233,35 +237,118 @@ class Agent:
         return VantageView(
             vantage=self.config.agent.vantage,
             generated_at=time.time(),
-            impaired=self.views.impaired,
             sites={
-                site: SiteOpinion(v.state, v.since, v.evidence)
+                site: SiteOpinion(
+                    v.state, v.since, v.evidence, v.last_run_at, v.flapping, v.episode_since
+                )
                 for site, v in self.views.snapshot().items()
             },
+            every_site_failing=self.views.every_site_failing,
+            self_check=self.views.self_check_ok,
+        )
+
+    @property
+    def impaired(self) -> bool:
+        """This vantage's views do not vote: judged against the other vantages' views."""
+        return any(
+            v.quorum.vantages.get(self.config.agent.vantage) == "impaired"
+            for v in self.verdicts.values()
         )
 
     def refresh_verdicts(self) -> dict[str, SiteVerdict]:
+        """Judge every site again; latch a failover entered, release an auto failback due."""
+        now = time.time()
+        config = self.config
         verdicts = decide(
-            [(s.name, s.role) for s in self.config.sites],
+            [(s.name, s.role) for s in config.sites],
             [self.local_view(), *self.peers.views()],
-            quorum=self.config.quorum,
-            stale_after=self.config.verdict.peer_stale_after,
-            now=time.time(),
+            quorum=config.quorum,
+            stale_after=config.verdict.peer_stale_after,
+            now=now,
             replication=replication_states(self.views.latest.values()),
             previous=self.verdicts,
+            controls=self.control.controls(now, maintenance_holds(config.maintenance, now)),
+            failback={s.name: config.failback_policy(s) for s in config.sites},
         )
+        for site, v in verdicts.items():
+            if v.verdict is Verdict.FAILOVER_RECOMMENDED:
+                self.control.record(
+                    ActionKind.LATCH,
+                    site,
+                    by=f"verdict@{config.agent.vantage}",
+                    reason="; ".join(v.reasons[:2]),
+                    now=now,
+                    target=v.failover_target,
+                )
+            elif v.failback_due and v.latch is not None:
+                self.control.record(
+                    ActionKind.FAILBACK,
+                    site,
+                    by=f"policy:auto@{config.agent.vantage}",
+                    reason=f"up in a quorum of views for {v.failback.stable_for:g}s",
+                    now=now,
+                    latched_at=v.latch.at,
+                )
         latest = self.views.latest.values()
         self.verdicts = {
             site: replace(v, reasons=(*v.reasons, *dependency_reasons(site, latest)))
             for site, v in verdicts.items()
         }
+        self.timeline.observe(now, self.verdicts, self.control.history)
         return self.verdicts
 
+    def control_action(
+        self,
+        kind: ActionKind,
+        site: str,
+        *,
+        by: str,
+        reason: str,
+        until: float | None = None,
+    ) -> Action:
+        """An operator's action (API): refused with ValueError when it makes no sense now."""
+        now = time.time()
+        self.refresh_verdicts()
+        current = self.verdicts.get(site)
+        latched_at: float | None = None
+        if kind is ActionKind.FAILBACK:
+            latch = self.control.controls(now).latches.get(site)
+            if latch is None:
+                raise ValueError(f"site {site} is not failed over: there is nothing to fail back")
+            latched_at = latch.at
+        elif kind is ActionKind.LIFT:
+            held = current.hold if current is not None else None
+            if held is None:
+                raise ValueError(f"site {site} is not held")
+            if held.source == "maintenance":
+                raise ValueError(
+                    f"site {site} is held by {held.by} from the config: edit "
+                    "`maintenance:` to end it"
+                )
+        action = self.control.record(
+            kind, site, by=by, reason=reason, now=now, until=until, latched_at=latched_at
+        )
+        self.refresh_verdicts()
+        self._changed.set()
+        return action
+
+    def _peer_view(self, peer: str, state: PeerState) -> None:
+        if state.actions:
+            self.control.merge(state.actions, source=f"peer {peer}")
+        self._changed.set()
+
+    def _confirm(self, check: str) -> None:
+        interval = self.config.verdict.confirm_interval
+        if interval is not None and self.scheduler is not None:
+            self.scheduler.confirm(check, interval)
+
     async def _verdict_loop(self) -> None:
-        # Verdicts are also computed on every API request; this keeps `since`, the metrics
-        # and the logs current when nobody is asking.
+        # The API serves the verdicts judged here: on every new result, peer view or control
+        # action (within milliseconds), and at least every second so that staleness and
+        # `since` stay current when nothing happens.
         announced: dict[str, Verdict] = {}
         while True:
+            self._changed.clear()
             before, announced = announced, {}
             verdicts = self.refresh_verdicts()
             if self.otlp is not None:
@@ -278,7 +365,10 @@ class Agent:
                         v.verdict.value,
                         "; ".join(v.reasons[:3]),
                     )
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+            await asyncio.sleep(0)  # what else arrived in this loop iteration, judged at once
 
     async def _loop_lag_monitor(self) -> None:
         while True:
@@ -298,12 +388,17 @@ class Agent:
 
         yield s("agent_info", 1.0, __version__)
         yield s("event_loop_lag_seconds", self.loop_lag)
-        yield s("vantage_impaired", 1.0 if self.views.impaired else 0.0)
+        yield s("vantage_impaired", 1.0 if self.impaired else 0.0)
         for site, view in self.views.snapshot().items():
-            yield s("site_view_down", 1.0 if view.state == "down" else 0.0, site)
+            yield s("site_view_down", 1.0 if view.state is SiteState.DOWN else 0.0, site)
+            yield s("site_flapping", 1.0 if view.flapping else 0.0, site)
         for site, verdict in self.verdicts.items():
             for word in Verdict:
                 yield s("site_verdict", 1.0 if verdict.verdict is word else 0.0, site, word.value)
+            latch = verdict.latch
+            target = (latch.target or "") if latch is not None else ""
+            yield s("site_failed_over", 1.0 if latch is not None else 0.0, site, target)
+            yield s("site_hold", 1.0 if verdict.hold is not None else 0.0, site)
         if self.scheduler is not None:
             # Every scheduled check from 0, not only those that skipped: increase() and rate()
             # need the series before the first skip, and a dashboard shows 0, not "no data".
@@ -311,12 +406,27 @@ class Agent:
             for check in self.scheduler.checks:
                 n = skipped.get((check.name, check.kind), 0)
                 yield s("check_runs_skipped_total", float(n), check.name, check.kind)
+                n = self.scheduler.confirmations.get((check.name, check.kind), 0)
+                if check.critical:
+                    yield s("check_confirmation_runs_total", float(n), check.name, check.kind)
         for sink in self.fanout.sinks:  # every sink, from 0: rate() needs the series to exist
             yield s("sink_errors_total", float(self.fanout.errors.get(sink.name, 0)), sink.name)
         yield s("telemetry_exports_total", float(self.scrapes), "prometheus", "success")
         if self.otlp is not None:
             for (path, outcome), n in self.otlp.export_counts().items():
                 yield s("telemetry_exports_total", float(n), path, outcome)
+
+
+class _Nudge:
+    """Wakes the verdict loop when a result arrives (after the view has taken it)."""
+
+    name = "nudge"
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    def handle(self, result: Result) -> None:
+        self.event.set()
 
 
 class _LogSink:

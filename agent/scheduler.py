@@ -53,10 +53,13 @@ class Scheduler:
         self._checks: dict[str, Check] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._confirming: dict[str, asyncio.Task[None]] = {}
+        self._confirmation_runs: set[str] = set()  # checks whose run in flight confirms
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self.running = False
         self.skipped: dict[tuple[str, str], int] = {}
+        self.confirmations: dict[tuple[str, str], int] = {}
         self.runs_started = 0
 
     @property
@@ -73,7 +76,7 @@ class Scheduler:
                 self.running = True
                 await self._stop.wait()
                 self.running = False
-                for task in self._loops.values():
+                for task in (*self._loops.values(), *self._confirming.values()):
                     task.cancel()
                 pending = list(self._inflight.values())
                 if pending:
@@ -97,7 +100,7 @@ class Scheduler:
         assert self._tg is not None, "the scheduler is not running"
         old = self._checks
         self._checks = {c.name: c for c in checks}
-        for task in self._loops.values():
+        for task in (*self._loops.values(), *self._confirming.values()):
             task.cancel()
         self._loops = {
             name: self._tg.create_task(self._loop(check), name=f"loop {name}")
@@ -129,16 +132,40 @@ class Scheduler:
                 self._count_skip(check, missed)
             await asyncio.sleep(due - time.monotonic())
 
-    def tick(self, check: Check) -> None:
+    def confirm(self, name: str, delay: float) -> None:
+        """Run the check again `delay` seconds from now, besides its cadence (fast
+        confirmation of a failure or a recovery). At most one is pending per check; a run in
+        flight then makes it a no-op rather than a skip, and the grid is left as it is."""
+        check = self._checks.get(name)
+        if self._tg is None or not self.running or check is None or name in self._confirming:
+            return
+        task = self._tg.create_task(self._confirm_after(check, delay), name=f"confirm {name}")
+        self._confirming[name] = task
+        task.add_done_callback(lambda t: _forget(self._confirming, name, t))
+
+    async def _confirm_after(self, check: Check, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._checks.get(check.name) is check and check.name not in self._inflight:
+            key = (check.name, check.kind)
+            self.confirmations[key] = self.confirmations.get(key, 0) + 1
+            self.tick(check, confirmation=True)
+
+    def tick(self, check: Check, *, confirmation: bool = False) -> None:
         """Start a run of the check now, unless one is still going."""
         assert self._tg is not None
         if check.name in self._inflight:
+            if check.name in self._confirmation_runs:
+                return  # a confirmation run took this tick's place: not an overrun
             self._count_skip(check, 1)
             log.warning("skipped a run of %s: the previous run is still going", check.name)
             return
         task = self._tg.create_task(self._execute(check), name=f"run {check.name}")
         self._inflight[check.name] = task
-        task.add_done_callback(lambda _t: self._inflight.pop(check.name, None))
+        if confirmation:
+            self._confirmation_runs.add(check.name)
+        else:
+            self._confirmation_runs.discard(check.name)
+        task.add_done_callback(lambda t: _forget(self._inflight, check.name, t))
 
     def _count_skip(self, check: Check, n: int) -> None:
         key = (check.name, check.kind)
@@ -149,6 +176,11 @@ class Scheduler:
             self.runs_started += 1
             result = await run_check(check, self.ctx)
         self._handle(result)
+
+
+def _forget(tasks: dict[str, asyncio.Task[None]], name: str, task: asyncio.Task[None]) -> None:
+    if tasks.get(name) is task:
+        del tasks[name]
 
 
 async def run_check(check: Check, ctx: ProbeContext) -> Result:

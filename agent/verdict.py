@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from agent.control import Controls, Hold, Latch, iso
 from agent.results import Result
 from agent.view import SiteState
 
@@ -18,8 +19,22 @@ class Verdict(enum.StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"
     FAILOVER_RECOMMENDED = "failover_recommended"
+    FAILED_OVER = "failed_over"  # latched: stays so until failback is released
     FAILOVER_UNSAFE = "failover_unsafe"
+    HELD = "held"  # an operator hold or a maintenance window: never failed over
     UNKNOWN = "unknown"
+
+
+# What a health checker must treat as "fail over / stay failed over".
+FAILOVER_VERDICTS = frozenset({Verdict.FAILOVER_RECOMMENDED, Verdict.FAILED_OVER})
+
+# A failover is entered directly only from these; from any other (a blocked failover, a hold,
+# a released latch, no judgement yet) the down votes must first show a run that failed after
+# the block cleared.
+_DIRECT_ENTRY = frozenset({Verdict.HEALTHY, Verdict.DEGRADED, Verdict.FAILOVER_RECOMMENDED})
+
+# Flapping episodes are compared across agents' wall clocks: allow this much skew.
+CLOCK_SKEW_MARGIN = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +42,9 @@ class SiteOpinion:
     state: SiteState
     since: float = 0.0
     evidence: tuple[str, ...] = ()
+    last_run_at: float | None = None  # the vantage's own clock: compared only with itself
+    flapping: bool = False
+    episode_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +53,20 @@ class VantageView:
 
     vantage: str
     generated_at: float
-    impaired: bool
     sites: Mapping[str, SiteOpinion]
+    every_site_failing: bool = False
+    self_check: bool | None = None  # the vantage's self-check: None when it has none
+
+
+@dataclass(frozen=True, slots=True)
+class FailbackPolicy:
+    """`verdict.failback`: `manual` (an operator releases) or `auto` after `stable_for`."""
+
+    auto: bool = False
+    stable_for: float = 600.0
+
+
+MANUAL = FailbackPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +117,38 @@ class SiteVerdict:
     failover_target: str | None = None
     replication: ReplicationState | None = None
     notes: tuple[str, ...] = field(default=())
+    # What the evidence says now, before the latch and holds are applied.
+    current: Verdict = Verdict.UNKNOWN
+    latch: Latch | None = None
+    hold: Hold | None = None
+    flapping: bool = False
+    total_outage: bool = False
+    failback: FailbackPolicy = MANUAL
+    # Up in a quorum of views since (this agent's clock); None when not.
+    up_since: float | None = None
+    failback_due: bool = False
+    # While a blocked failover waits for confirmation: each down vote's last run, by vantage.
+    confirm: Mapping[str, float] | None = None
+
+
+def judge_vantages(fresh: Sequence[VantageView], quorum: int) -> tuple[set[str], bool]:
+    """Which fresh views are impaired, and whether this is a total outage.
+
+    A vantage whose self-check fails is impaired. One that sees every site fail is impaired
+    when another fresh vantage sees otherwise, or when it is alone and has no self-check that
+    vouches for its network. When at least `quorum` (and at least two, unless a self-check
+    vouches) vantages see every site fail, it is a total outage: they all vote.
+    """
+    impaired = {v.vantage for v in fresh if v.self_check is False}
+    failing = [v for v in fresh if v.every_site_failing and v.vantage not in impaired]
+    seeing = [v for v in fresh if not v.every_site_failing and v.vantage not in impaired]
+    vouched = [v for v in failing if v.self_check is True]
+    if len(failing) >= quorum and (len(failing) >= 2 or vouched) and len(failing) > len(seeing):
+        return impaired, True
+    for v in failing:
+        if seeing or not (v.self_check is True or len(failing) >= 2):
+            impaired.add(v.vantage)
+    return impaired, False
 
 
 def decide(
@@ -98,43 +160,46 @@ def decide(
     now: float,
     replication: Sequence[ReplicationState] = (),
     previous: Mapping[str, SiteVerdict] | None = None,
+    controls: Controls | None = None,
+    failback: Mapping[str, FailbackPolicy] | None = None,
 ) -> dict[str, SiteVerdict]:
     """The verdict for every site (name, role).
 
     A vote is a fresh (younger than `stale_after`), non-impaired view. A site is
-    `failover_recommended` only when at least `quorum` votes see it down, a standby is up in at
-    least `quorum` votes and its replication is within RPO, streaming and not split-brained.
-    A down site without such a standby is `failover_unsafe`; fewer than `quorum` votes is
-    `unknown`. Failback is never recommended: a recovered site is only reported.
+    `failover_recommended` only when at least `quorum` votes see it down (current failures,
+    never `recovering`), a standby is up in at least `quorum` votes and its replication is
+    within RPO, streaming and not split-brained. A down site without such a standby is
+    `failover_unsafe`; fewer than `quorum` votes is `unknown`. Then the controls: a latched
+    site is `failed_over` until failback is released, a held one is `held`.
     """
     previous = previous or {}
-    votes: list[VantageView] = []
-    status: dict[str, str] = {}
-    for view in views:
-        if now - view.generated_at > stale_after:
-            status[view.vantage] = "stale"
-        elif view.impaired:
-            status[view.vantage] = "impaired"
-        else:
-            votes.append(view)
+    controls = controls or Controls()
+    failback = failback or {}
+    fresh = [v for v in views if now - v.generated_at <= stale_after]
+    status = {v.vantage: "stale" for v in views if now - v.generated_at > stale_after}
+    impaired, total = judge_vantages(fresh, quorum)
+    status.update({name: "impaired" for name in impaired})
+    votes = [v for v in fresh if v.vantage not in impaired]
     roles = dict(sites)
     split = [r for r in replication if r.split_brain]
     out: dict[str, SiteVerdict] = {}
     for site, role in sites:
-        states = {v.vantage: v.sites.get(site, SiteOpinion(SiteState.UP)).state for v in votes}
+        states = {v.vantage: _opinion(v, site).state for v in votes}
         q = Quorum(
             down=sum(1 for s in states.values() if s is SiteState.DOWN),
             fresh=len(votes),
             required=quorum,
             vantages={**status, **{v: s.value for v, s in states.items()}},
         )
-        verdict, reasons, target, repl = _judge(site, role, q, votes, roles, quorum, replication)
+        verdict, reasons, target, repl = _judge(
+            site, role, q, votes, roles, quorum, replication, controls.holds
+        )
         if (
             split
             and verdict is not Verdict.UNKNOWN
             and any(site in (r.primary_site, r.replica_site) for r in split)
         ):
-            verdict = Verdict.FAILOVER_UNSAFE
+            verdict, target = Verdict.FAILOVER_UNSAFE, None
             reasons = (
                 *reasons,
                 *(
@@ -143,23 +208,213 @@ def decide(
                     for r in split
                 ),
             )
-        before = previous.get(site)
-        notes: tuple[str, ...] = ()
-        if before is not None and before.verdict in _FAILED_OVER and verdict is Verdict.HEALTHY:
-            notes = (
-                f"recovered after {before.verdict.value}; failback is never automatic: "
-                "move traffic back by hand when ready",
+        if total:
+            reasons = (
+                f"total outage: every site is down in {len(votes)} views; no healthy standby "
+                "to fail over to (check shared dependencies and the providers)",
+                *reasons,
             )
-        elif before is not None and before.notes and verdict is Verdict.HEALTHY:
-            notes = before.notes
-        since = before.since if before is not None and before.verdict is verdict else now
-        out[site] = SiteVerdict(
-            site, role, verdict, since, (*reasons, *notes), q, target, repl, notes
+        before = previous.get(site)
+        flapping = [v for v in votes if _opinion(v, site).flapping]
+        confirm: Mapping[str, float] | None = None
+        if verdict is Verdict.FAILOVER_RECOMMENDED:
+            verdict, reasons, confirm = _gate(
+                site, verdict, reasons, votes, quorum, before, controls, flapping
+            )
+            if verdict is not Verdict.FAILOVER_RECOMMENDED:
+                target = None
+        out[site] = _apply_controls(
+            SiteVerdict(
+                site,
+                role,
+                verdict,
+                now,
+                reasons,
+                q,
+                target,
+                repl,
+                current=verdict,
+                flapping=bool(flapping),
+                total_outage=total,
+                failback=failback.get(site, MANUAL),
+                confirm=confirm,
+                up_since=_up_since(site, votes, quorum, before, now),
+            ),
+            before,
+            controls,
+            replication,
+            now,
         )
     return out
 
 
-_FAILED_OVER = (Verdict.FAILOVER_RECOMMENDED, Verdict.FAILOVER_UNSAFE)
+def _opinion(view: VantageView, site: str) -> SiteOpinion:
+    # A vantage that has not judged a site yet says nothing against it.
+    return view.sites.get(site, SiteOpinion(SiteState.UP))
+
+
+def _up_since(
+    site: str,
+    votes: Sequence[VantageView],
+    quorum: int,
+    before: SiteVerdict | None,
+    now: float,
+) -> float | None:
+    up = sum(1 for v in votes if _opinion(v, site).state is SiteState.UP)
+    if up < quorum:
+        return None
+    return before.up_since if before is not None and before.up_since is not None else now
+
+
+def _gate(
+    site: str,
+    verdict: Verdict,
+    reasons: tuple[str, ...],
+    votes: Sequence[VantageView],
+    quorum: int,
+    before: SiteVerdict | None,
+    controls: Controls,
+    flapping: Sequence[VantageView],
+) -> tuple[Verdict, tuple[str, ...], Mapping[str, float] | None]:
+    """May a failover be entered now? The flap rule, then the confirmation rule."""
+    if controls.latches.get(site) is not None:
+        return verdict, reasons, None  # already failed over: nothing is entered
+    if flapping:
+        episode = min(
+            (e for v in flapping if (e := _opinion(v, site).episode_since) is not None),
+            default=None,
+        )
+        last = controls.last_latched_at.get(site)
+        if episode is not None and last is not None and last >= episode - CLOCK_SKEW_MARGIN:
+            return (
+                Verdict.FAILOVER_UNSAFE,
+                (
+                    f"flapping (seen from {', '.join(sorted(v.vantage for v in flapping))}): "
+                    f"it failed over once already in this flapping episode (at {iso(last)}); "
+                    "no second failover until it is stable",
+                    *reasons,
+                ),
+                None,
+            )
+    if before is not None and before.verdict in _DIRECT_ENTRY and before.confirm is None:
+        return verdict, reasons, None
+    if site in controls.holds:
+        return verdict, reasons, None  # what it would be: the hold keeps it from happening
+    # Coming from a blocked failover (unsafe, held) or from no judgement at all (a restart,
+    # peers coming back): the down votes may predate a recovery. Only runs that fail after
+    # this moment confirm the site is still down.
+    down = [v for v in votes if _opinion(v, site).state is SiteState.DOWN]
+    record = dict(before.confirm) if before is not None and before.confirm is not None else {}
+    confirmed = 0
+    for v in down:
+        last_run = _opinion(v, site).last_run_at
+        if last_run is None:
+            continue
+        if v.vantage not in record:
+            record[v.vantage] = last_run
+        elif last_run > record[v.vantage]:
+            confirmed += 1
+    if confirmed >= quorum:
+        return verdict, reasons, None
+    return (
+        Verdict.FAILOVER_UNSAFE,
+        (
+            f"failing over looks possible now, but the down votes predate it: waiting for "
+            f"{quorum} views to see a run fail again ({confirmed} so far)",
+            *reasons,
+        ),
+        record,
+    )
+
+
+def _apply_controls(
+    v: SiteVerdict,
+    before: SiteVerdict | None,
+    controls: Controls,
+    replication: Sequence[ReplicationState],
+    now: float,
+) -> SiteVerdict:
+    latch = controls.latches.get(v.site)
+    hold = controls.holds.get(v.site)
+    verdict, reasons, target, notes = v.verdict, v.reasons, v.failover_target, v.notes
+    failback_due = False
+    if latch is not None:
+        verdict, target = Verdict.FAILED_OVER, latch.target
+        reasons = (
+            f"failed over to {latch.target or 'a standby'} at {iso(latch.at)} (latched: the "
+            "health endpoint answers 503 until failback is released)",
+            _failback_text(v, latch, now),
+            f"now: {v.current.value}",
+            *v.reasons,
+        )
+        failback_due = _failback_due(v, latch, replication, now)
+        if hold is not None:
+            reasons = (*reasons, _hold_text(hold) + " (noted; the site is already failed over)")
+    elif hold is not None:
+        verdict, target = Verdict.HELD, None
+        reasons = (_hold_text(hold), f"without the hold: {v.current.value}", *v.reasons)
+    elif before is not None and before.latch is not None:
+        notes = (f"failback released; was failed over to {before.latch.target}",)
+    elif before is not None and before.notes and verdict is Verdict.HEALTHY:
+        notes = before.notes
+    if verdict is Verdict.FAILOVER_RECOMMENDED and v.flapping:
+        reasons = (
+            *reasons,
+            "flapping: this is its one failover for the episode; it stays latched",
+        )
+    since = before.since if before is not None and before.verdict is verdict else now
+    return replace(
+        v,
+        verdict=verdict,
+        since=since,
+        reasons=(*reasons, *notes),
+        failover_target=target,
+        notes=notes,
+        latch=latch,
+        hold=hold,
+        failback_due=failback_due,
+    )
+
+
+def _hold_text(hold: Hold) -> str:
+    why = f": {hold.reason}" if hold.reason else ""
+    return f"held by {hold.by} until {iso(hold.until)}{why} (never failed over while held)"
+
+
+def _failback_text(v: SiteVerdict, latch: Latch, now: float) -> str:
+    if not v.failback.auto:
+        return (
+            f"failback is manual: when {v.site} is ready, release it with "
+            f"`failsight failback {v.site}` (POST /v1/sites/{v.site}/failback)"
+        )
+    stable = _duration_text(v.failback.stable_for)
+    if v.up_since is None:
+        return f"failback is automatic once {v.site} is up in a quorum of views for {stable}"
+    so_far = _duration_text(now - v.up_since)
+    return (
+        f"failback is automatic once {v.site} is up in a quorum of views for {stable} "
+        f"({so_far} so far)"
+    )
+
+
+def _failback_due(
+    v: SiteVerdict, latch: Latch, replication: Sequence[ReplicationState], now: float
+) -> bool:
+    if not v.failback.auto or v.up_since is None or now - v.up_since < v.failback.stable_for:
+        return False
+    # Data first: when the former primary now replicates from the standby that took over,
+    # it must have caught up before traffic goes back to it.
+    back = [r for r in replication if r.primary_site == latch.target and r.replica_site == v.site]
+    return all(_replication_problem(r) is None for r in back)
+
+
+def _duration_text(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
 
 
 def _judge(
@@ -170,6 +425,7 @@ def _judge(
     roles: Mapping[str, str],
     quorum: int,
     replication: Sequence[ReplicationState],
+    holds: Mapping[str, Hold],
 ) -> tuple[Verdict, tuple[str, ...], str | None, ReplicationState | None]:
     if q.fresh < quorum:
         return (
@@ -178,21 +434,13 @@ def _judge(
             None,
             None,
         )
-    evidence = tuple(
-        f"{v.vantage}: {e}"
-        for v in votes
-        for e in v.sites.get(site, SiteOpinion(SiteState.UP)).evidence
-    )
+    evidence = tuple(f"{v.vantage}: {e}" for v in votes for e in _opinion(v, site).evidence)
     if q.down < quorum:
-        seen_bad = [
-            v.vantage
-            for v in votes
-            if v.sites.get(site, SiteOpinion(SiteState.UP)).state is not SiteState.UP
-        ]
+        seen_bad = [v.vantage for v in votes if _opinion(v, site).state is not SiteState.UP]
         if seen_bad:
             lead = (
                 f"{q.down} of {q.fresh} views see it down ({quorum} needed): "
-                f"not a failover; failing from {', '.join(sorted(seen_bad))}"
+                f"not a failover; failing or recovering from {', '.join(sorted(seen_bad))}"
             )
             return Verdict.DEGRADED, (lead, *evidence), None, None
         return Verdict.HEALTHY, (), None, None
@@ -212,13 +460,14 @@ def _judge(
     for standby, standby_role in roles.items():
         if standby_role != "standby":
             continue
-        up = sum(
-            1
-            for v in votes
-            if v.sites.get(standby, SiteOpinion(SiteState.UP)).state is SiteState.UP
-        )
+        if standby in holds:
+            candidates.append((standby, None, f"standby {standby} is held: {holds[standby].by}"))
+            continue
+        up = sum(1 for v in votes if _opinion(v, standby).state is SiteState.UP)
         if up < quorum:
-            candidates.append((standby, None, f"standby {standby} is up in only {up} views"))
+            candidates.append(
+                (standby, None, f"standby {standby} is up in only {up} views: no healthy standby")
+            )
             continue
         pair = next(
             (r for r in replication if r.primary_site == site and r.replica_site == standby), None
@@ -298,6 +547,25 @@ def verdict_json(v: SiteVerdict, view: Mapping[str, object]) -> dict[str, object
         },
         "failover_target": v.failover_target,
         "replication": None if repl is None else repl.as_json(),
+        "current": v.current.value,
+        "latch": None
+        if v.latch is None
+        else {"target": v.latch.target, "at": v.latch.at, "by": v.latch.by},
+        "hold": None
+        if v.hold is None
+        else {
+            "by": v.hold.by,
+            "reason": v.hold.reason,
+            "until": v.hold.until,
+            "source": v.hold.source,
+        },
+        "failback": {
+            "policy": "auto" if v.failback.auto else "manual",
+            "stable_for": v.failback.stable_for if v.failback.auto else None,
+            "up_since": v.up_since,
+        },
+        "flapping": v.flapping,
+        "total_outage": v.total_outage,
     }
 
 

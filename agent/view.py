@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from agent.results import Reason, Result
+from probes.selfcheck import KIND as SELF_CHECK_KIND
 
 
 class SiteState(enum.StrEnum):
     UP = "up"
     DEGRADED = "degraded"  # failing, but not for failure_threshold runs in a row yet
-    DOWN = "down"
+    DOWN = "down"  # failure_threshold failed runs in a row, and the latest run failed
+    RECOVERING = "recovering"  # down, then a success: on the way back, never a down vote
+
+
+@dataclass(frozen=True, slots=True)
+class Hysteresis:
+    """The view's thresholds (from `verdict:`)."""
+
+    failure_threshold: int = 3
+    recovery_threshold: int = 2
+    # Route-flap damping: each entry into `down` adds 1 to a penalty that halves every
+    # `flap_half_life` seconds; at `flap_threshold` the site is flapping, and it stays so
+    # until the penalty has decayed below half of that.
+    flap_threshold: float = 3.0
+    flap_half_life: float = 600.0
+
+
+# A penalty decayed below this starts a new flapping episode at the next entry into `down`.
+EPISODE_RESET = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,41 +44,54 @@ class SiteView:
     successes: int = 0  # consecutive successful critical runs
     evidence: tuple[str, ...] = ()
     last_run_at: float | None = None  # None: no critical run seen yet
+    penalty: float = 0.0  # flap penalty as of `penalty_at`
+    penalty_at: float = 0.0
+    flapping: bool = False
+    episode_since: float | None = None  # first entry into `down` of this flapping episode
+
+    def penalty_now(self, now: float, half_life: float) -> float:
+        if self.penalty <= 0.0:
+            return 0.0
+        decay: float = 0.5 ** (max(0.0, now - self.penalty_at) / half_life)
+        return self.penalty * decay
 
 
-def advance(
-    view: SiteView,
-    ok: bool,
-    *,
-    now: float,
-    failure_threshold: int,
-    recovery_threshold: int,
-    evidence: str = "",
-) -> SiteView:
+def advance(view: SiteView, ok: bool, *, now: float, h: Hysteresis, evidence: str = "") -> SiteView:
     """The hysteresis state machine.
 
-    up/degraded -> down after `failure_threshold` consecutive failures; down -> up after
-    `recovery_threshold` consecutive successes; one failure below the threshold is `degraded`,
-    so a flapping site never reaches `down` and a recovering one never flaps back to `up`.
+    up -> degraded on a failure; degraded -> down after `failure_threshold` consecutive
+    failures, or back to up on a success. down -> recovering on a success, recovering -> up
+    after `recovery_threshold` consecutive successes, or straight back to down on a failure:
+    the incident goes on. Only `down` is a vote for failing over, so a recovering site (one
+    that has answered since it went down) can keep a failover but never start one.
     """
     failures = 0 if ok else view.failures + 1
     successes = view.successes + 1 if ok else 0
     state = view.state
     if ok:
-        if state is SiteState.DEGRADED or (
-            state is SiteState.DOWN and successes >= recovery_threshold
-        ):
+        if state is SiteState.DEGRADED:
             state = SiteState.UP
-    elif failures >= failure_threshold:
+        elif state in (SiteState.DOWN, SiteState.RECOVERING):
+            state = SiteState.UP if successes >= h.recovery_threshold else SiteState.RECOVERING
+    elif state in (SiteState.DOWN, SiteState.RECOVERING) or failures >= h.failure_threshold:
         state = SiteState.DOWN
     elif state is SiteState.UP:
         state = SiteState.DEGRADED
+    penalty = view.penalty_now(now, h.flap_half_life)
+    episode = view.episode_since
+    if state is SiteState.DOWN and view.state is not SiteState.DOWN:
+        if penalty < EPISODE_RESET:
+            episode = now
+        penalty += 1.0
+    flapping = penalty >= h.flap_threshold or (view.flapping and penalty >= h.flap_threshold / 2)
     if ok:
         notes: tuple[str, ...] = ()
-        if state is SiteState.DOWN:
-            notes = (f"recovering: {successes}/{recovery_threshold} successful runs",)
+        if state is SiteState.RECOVERING:
+            notes = (f"recovering: {successes}/{h.recovery_threshold} successful runs",)
     else:
         notes = (f"{evidence} ({failures} consecutive)" if evidence else f"{failures} failures",)
+    if flapping:
+        notes = (*notes, f"flapping: entered down {penalty:.1f} times (decayed) recently")
     return SiteView(
         state=state,
         since=view.since if state is view.state and view.last_run_at is not None else now,
@@ -67,6 +99,10 @@ def advance(
         successes=successes,
         evidence=notes,
         last_run_at=now,
+        penalty=penalty,
+        penalty_at=now,
+        flapping=flapping,
+        episode_since=episode if penalty >= EPISODE_RESET else None,
     )
 
 
@@ -75,11 +111,15 @@ class ViewTracker:
     """A sink that keeps the latest result of every check and this vantage's site views."""
 
     sites: tuple[str, ...]
-    failure_threshold: int
-    recovery_threshold: int
+    hysteresis: Hysteresis = field(default_factory=Hysteresis)
     name: str = "view"
     views: dict[str, SiteView] = field(default_factory=dict)
     latest: dict[str, Result] = field(default_factory=dict)
+    # Called with a critical journey check's name when its site's view is left unsettled
+    # (degraded or recovering): the agent re-runs it soon (fast confirmation).
+    on_unsettled: Callable[[str], None] | None = None
+    # The latest self-check outcome (`agent.self_check`): None when there is none.
+    self_check_ok: bool | None = None
 
     def __post_init__(self) -> None:
         for site in self.sites:
@@ -89,44 +129,57 @@ class ViewTracker:
         if result.skipped:
             return
         self.latest[result.check] = result
+        if result.kind == SELF_CHECK_KIND:
+            self.self_check_ok = result.ok
+            return
         if result.kind != "journey" or not result.critical or result.site not in self.views:
             return
         blamed = self.blame_dependency(result)
+        view = self.views[result.site]
         if blamed is not None:
             # The site may be fine: a shared dependency fails. Failing over would not help, so
-            # this run does not count towards `down`; the site is degraded, with the reason.
-            view = self.views[result.site]
+            # this run does not count towards `down`, and a site already down is only
+            # degraded now that the dependency explains its failures.
             self.views[result.site] = replace(
                 view,
-                state=SiteState.DEGRADED if view.state is SiteState.UP else view.state,
-                since=result.started_at if view.state is SiteState.UP else view.since,
+                state=SiteState.DEGRADED,
+                since=view.since if view.state is SiteState.DEGRADED else result.started_at,
+                failures=0,
+                successes=0,
                 evidence=(blamed,),
                 last_run_at=result.started_at + result.duration,
             )
             return
-        self.views[result.site] = advance(
-            self.views[result.site],
+        view = advance(
+            view,
             result.ok,
             now=result.started_at + result.duration,
-            failure_threshold=self.failure_threshold,
-            recovery_threshold=self.recovery_threshold,
+            h=self.hysteresis,
             evidence=describe_failure(result),
         )
+        self.views[result.site] = view
+        if self.on_unsettled is not None and view.state in (
+            SiteState.DEGRADED,
+            SiteState.RECOVERING,
+        ):
+            self.on_unsettled(result.check)
 
-    def reconfigure(
-        self, sites: tuple[str, ...], checks: set[str], failure: int, recovery: int
-    ) -> None:
+    def reconfigure(self, sites: tuple[str, ...], checks: set[str], h: Hysteresis) -> None:
         """After a reload: keep the history of sites that remain, forget the rest."""
         self.sites = sites
-        self.failure_threshold, self.recovery_threshold = failure, recovery
+        self.hysteresis = h
         self.views = {s: self.views.get(s, SiteView()) for s in sites}
         self.latest = {c: r for c, r in self.latest.items() if c in checks}
+        if not any(r.kind == SELF_CHECK_KIND for r in self.latest.values()):
+            self.self_check_ok = None
 
     @property
-    def impaired(self) -> bool:
-        """Every site's latest critical run failed: the fault is most likely ours, not theirs.
+    def every_site_failing(self) -> bool:
+        """Every site's latest critical run failed (not through a failing dependency).
 
-        With a single site configured this cannot be told apart, so it is never claimed.
+        Either every site is down or this vantage lost its own network: the verdict tells
+        them apart by asking the other vantages (and the self-check). With a single site
+        configured this cannot be told apart, so it is never claimed.
         """
         seen = [v for v in self.views.values() if v.last_run_at is not None]
         return (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from probes import dns, idp, journey, replication, tls
+from probes import dns, idp, journey, replication, selfcheck, tls
 from probes.base import Check
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ PLANNERS: tuple[Callable[[Config], list[Check]], ...] = (
     idp.plan,
     dns.plan,
     tls.plan,
+    selfcheck.plan,
 )
 
 

@@ -175,7 +175,7 @@ async def _report(agents: list[Agent], config: Config) -> None:
             for site in config.sites:
                 views = " ".join(
                     f"{a.config.agent.vantage}={a.views.snapshot()[site.name].state.value}"
-                    + ("(impaired)" if a.views.impaired else "")
+                    + ("(impaired)" if a.impaired else "")
                     for a in agents
                 )
                 parts.append(f"{site.name}: [{views}] -> {verdicts[site.name].verdict.value}")

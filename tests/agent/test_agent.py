@@ -52,15 +52,18 @@ async def test_verdict_json_and_health_semantics(
         assert status == 200
 
         platform.set_fault("aws-use1", Fault(kind="outage"))
-        await wait_for(lambda: agent.views.views["aws-use1"].state == "down")
+        # The failover is recommended, then latched at once: failed_over, still 503.
+        await wait_for(lambda: agent.verdicts["aws-use1"].verdict.value == "failed_over")
         async with aiohttp.ClientSession() as s, s.get(base + "/v1/sites/aws-use1/health") as r:
             assert r.status == 503
             raw = await r.read()
-        assert b"failover_recommended" in raw[:5120]
+        assert raw.startswith(b'{"verdict": "failed_over"')
         status, body = await get_json(base + "/v1/verdict")
         aws = body["sites"]["aws-use1"]
-        assert aws["verdict"] == "failover_recommended"
+        assert aws["verdict"] == "failed_over" and aws["current"] == "failover_recommended"
         assert aws["failover_target"] == "gcp-euw1"
+        assert aws["latch"]["target"] == "gcp-euw1" and aws["latch"]["by"] == "verdict@aws-use1"
+        assert aws["failback"] == {"policy": "manual", "stable_for": None, "up_since": None}
         assert any("order_submit" in e and "http_status" in e for e in aws["view"]["evidence"])
         status, gcp = await get_json(base + "/v1/sites/gcp-euw1/health")
         assert status == 200 and gcp["verdict"] == "healthy"
@@ -71,8 +74,11 @@ async def test_verdict_json_and_health_semantics(
             metrics = await r.text()
         assert 'failsight_site_view_down{site="aws-use1",vantage="aws-use1"} 1.0' in metrics
         assert (
-            'failsight_site_verdict{site="aws-use1",vantage="aws-use1",'
-            'verdict="failover_recommended"} 1.0'
+            'failsight_site_verdict{site="aws-use1",vantage="aws-use1",verdict="failed_over"} 1.0'
+        ) in metrics
+        assert (
+            'failsight_site_failed_over{failover_target="gcp-euw1",site="aws-use1",'
+            'vantage="aws-use1"} 1.0'
         ) in metrics
         assert (
             'failsight_step_failures_total{journey="order-to-invoice",reason="http_status",'
@@ -80,15 +86,17 @@ async def test_verdict_json_and_health_semantics(
         )
         assert 'failsight_agent_info{vantage="aws-use1",version="' in metrics
 
-        # Failback is reported, never recommended.
+        # Failback is never a side effect of the primary answering again.
         platform.recover("aws-use1")
         await wait_for(lambda: agent.views.views["aws-use1"].state == "up")
-        status, body = await get_json(base + "/v1/verdict")
-        assert body["sites"]["aws-use1"]["verdict"] == "healthy"
-        assert any("failback is never automatic" in r for r in body["sites"]["aws-use1"]["reasons"])
+        await wait_for(lambda: agent.verdicts["aws-use1"].current.value == "healthy")
+        status, body = await get_json(base + "/v1/sites/aws-use1/health")
+        assert status == 503
+        assert body["verdict"] == "failed_over" and body["current"] == "healthy"
+        assert any("failback is manual" in r for r in body["reasons"])
 
 
-async def test_every_site_failing_marks_the_vantage_impaired(
+async def test_a_lone_vantage_that_sees_every_site_fail_is_impaired(
     make_config: MakeConfig, platform: Platform
 ) -> None:
     config, _ = make_config()
@@ -97,7 +105,7 @@ async def test_every_site_failing_marks_the_vantage_impaired(
             platform.set_fault(site, Fault(kind="outage"))
         await wait_for(
             lambda: (
-                agent.views.impaired and all(v.state == "down" for v in agent.views.views.values())
+                agent.impaired and all(v.state == "down" for v in agent.views.views.values())
             )
         )
         status, body = await get_json(f"http://127.0.0.1:{agent.port}/v1/verdict")

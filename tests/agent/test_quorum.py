@@ -25,7 +25,7 @@ async def test_quorum_of_vantages_recommends_failover(platform: Platform) -> Non
     async with three_agents(platform) as agents:
         await wait_for(lambda: verdicts(agents, "aws-use1") == {"healthy"}, timeout=15)
         platform.set_fault("aws-use1", Fault(kind="outage"))
-        await wait_for(lambda: verdicts(agents, "aws-use1") == {"failover_recommended"}, timeout=15)
+        await wait_for(lambda: verdicts(agents, "aws-use1") == {"failed_over"}, timeout=15)
         # Every vantage's own view is down; the peers' copies catch up within a poll or two.
         await wait_for(lambda: agents[1].refresh_verdicts()["aws-use1"].quorum.down == 3)
         status, body = await get_json(f"http://127.0.0.1:{agents[1].port}/v1/sites/aws-use1/health")
@@ -63,7 +63,8 @@ async def test_a_vantage_that_sees_everything_fail_does_not_vote(platform: Platf
     async with three_agents(platform) as agents:
         for site in ("aws-use1", "gcp-euw1"):
             platform.set_fault(site, Fault(kind="outage", vantage="azure-weu"))
-        await wait_for(lambda: agents[2].views.impaired, timeout=15)
+        await wait_for(lambda: agents[2].views.every_site_failing, timeout=15)
+        await wait_for(lambda: agents[2].impaired, timeout=5)
         await wait_for(
             lambda: (
                 agents[0].refresh_verdicts()["aws-use1"].quorum.vantages.get("azure-weu")

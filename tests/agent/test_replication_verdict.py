@@ -11,6 +11,7 @@ import aiohttp
 from agent.config import Config
 from agent.demo.simulator import Fault, Platform
 from agent.runtime import Agent
+from agent.verdict import replication_states
 from tests.fixtures.platform import (
     demo_config_data,
     get_json,
@@ -55,40 +56,69 @@ async def replication_ok(agent: Agent) -> None:
     await wait_for(ok, timeout=15)
 
 
-async def test_lag_over_rpo_makes_failover_unsafe_and_resume_makes_it_safe(
+def verdict_word(agent: Agent) -> str:
+    return agent.refresh_verdicts()["aws-use1"].verdict.value
+
+
+async def lagging_outage(agent: Agent, platform: Platform, pg_pair: PgPair) -> None:
+    """The primary goes down while its standby is beyond the RPO: failover_unsafe."""
+    await replication_ok(agent)
+    await asyncio.to_thread(pg_pair.pause_replay)
+
+    def beyond_rpo() -> bool:
+        pairs = replication_states(agent.latest_results().values())
+        return bool(pairs) and not pairs[0].within_rpo
+
+    await wait_for(beyond_rpo, timeout=15)
+    platform.set_fault("aws-use1", Fault(kind="outage"))
+    await wait_for(lambda: verdict_word(agent) == "failover_unsafe", timeout=15)
+
+
+async def test_lag_over_rpo_makes_failover_unsafe_and_catching_up_makes_it_safe(
     platform: Platform, pg_pair: PgPair, tmp_path: Path
 ) -> None:
     config = config_with_replication(platform, pg_pair, tmp_path, rpo="2s")
     async with running_agent(config) as agent:
-        await replication_ok(agent)
-        platform.set_fault("aws-use1", Fault(kind="outage"))
-        await wait_for(
-            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended"
-        )
-        body = await verdict_of(agent.port)
-        repl = body["replication"]
-        assert isinstance(repl, dict)
-        assert repl["cluster"] == "orders-db" and repl["within_rpo"] is True
-        assert repl["rpo_seconds"] == 2.0
-
-        await asyncio.to_thread(pg_pair.pause_replay)
-        await wait_for(
-            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_unsafe",
-            timeout=15,
-        )
+        await lagging_outage(agent, platform, pg_pair)
         body = await verdict_of(agent.port)
         assert any("over the RPO of 2s" in str(r) for r in body["reasons"])  # type: ignore[union-attr]
         repl = body["replication"]
         assert isinstance(repl, dict) and repl["within_rpo"] is False
+        assert repl["cluster"] == "orders-db" and repl["rpo_seconds"] == 2.0
         assert repl["lag_seconds"] > 2.0
         status, _ = await get_json(f"http://127.0.0.1:{agent.port}/v1/sites/aws-use1/health")
         assert status == 200  # unsafe is not a trigger
 
+        # The standby catches up while the primary is still down: now it is safe, once a
+        # run that fails after the catch-up confirms the primary is still down.
         await asyncio.to_thread(pg_pair.resume_replay)
-        await wait_for(
-            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended",
-            timeout=15,
-        )
+        await wait_for(lambda: verdict_word(agent) == "failed_over", timeout=15)
+        body = await verdict_of(agent.port)
+        assert body["current"] == "failover_recommended"
+        repl = body["replication"]
+        assert isinstance(repl, dict) and repl["within_rpo"] is True
+
+
+async def test_a_primary_back_as_its_standby_catches_up_is_never_failed_over(
+    platform: Platform, pg_pair: PgPair, tmp_path: Path
+) -> None:
+    # The failure seen in the field: unsafe, then the primary recovers and the standby
+    # catches up at the same moment. The health endpoint answered 503 for about 3 s.
+    config = config_with_replication(platform, pg_pair, tmp_path, rpo="2s")
+    async with running_agent(config) as agent:
+        await lagging_outage(agent, platform, pg_pair)
+        platform.recover("aws-use1")
+        await asyncio.to_thread(pg_pair.resume_replay)
+        seen: list[tuple[int, str]] = []
+        url = f"http://127.0.0.1:{agent.port}/v1/sites/aws-use1/health"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(120):  # 6 s, every 50 ms
+                async with session.get(url) as response:
+                    seen.append((response.status, (await response.json())["verdict"]))
+                await asyncio.sleep(0.05)
+        assert {status for status, _ in seen} == {200}, seen
+        assert seen[-1][1] == "healthy"
+        assert agent.control.controls(0.0).latches == {}
 
 
 async def test_primary_database_lost_with_the_site_is_still_safe_to_fail_over(
@@ -101,12 +131,10 @@ async def test_primary_database_lost_with_the_site_is_still_safe_to_fail_over(
         await replication_ok(agent)
         platform.set_fault("aws-use1", Fault(kind="outage"))
         await asyncio.to_thread(pg_pair.stop_primary)
-        await wait_for(
-            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended"
-        )
+        await wait_for(lambda: verdict_word(agent) == "failed_over")
         await asyncio.sleep(3.0)  # longer than the RPO: still safe
         body = await verdict_of(agent.port)
-        assert body["verdict"] == "failover_recommended"
+        assert body["verdict"] == "failed_over" and body["current"] == "failover_recommended"
         repl = body["replication"]
         assert isinstance(repl, dict) and repl["within_rpo"] is True and repl["lag_seconds"] == 0
 
@@ -118,10 +146,7 @@ async def test_promoted_replica_is_split_brain_and_unsafe(
     async with running_agent(config) as agent:
         await replication_ok(agent)
         await asyncio.to_thread(pg_pair.promote_replica)
-        await wait_for(
-            lambda: agent.refresh_verdicts()["aws-use1"].verdict.value == "failover_unsafe",
-            timeout=15,
-        )
+        await wait_for(lambda: verdict_word(agent) == "failover_unsafe", timeout=15)
         body = await verdict_of(agent.port)
         assert any("split brain in orders-db" in str(r) for r in body["reasons"])  # type: ignore[union-attr]
         async with (
