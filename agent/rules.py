@@ -49,13 +49,16 @@ class RulesInput:
     replica_sites: Mapping[tuple[str, str], str] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # The `for:` of FailsightFailoverRecommended, in seconds (`failsight rules --failover-for`).
+    failover_for: float = 0.0
 
     def replica_site(self, cluster: str, replica: str) -> str:
         return self.replica_sites.get((cluster, replica), replica)
 
 
-def rules_input(config: Config) -> RulesInput:
-    """What the rules need from a loaded config."""
+def rules_input(config: Config, failover_for: float = 0.0) -> RulesInput:
+    """What the rules need from a loaded config; `failover_for` is the `for:` of
+    FailsightFailoverRecommended in seconds."""
     replication = tuple(
         (c.cluster, c.primary.site, r.name, c.rpo) for c in config.replication for r in c.replicas
     )
@@ -76,6 +79,7 @@ def rules_input(config: Config) -> RulesInput:
                 if r.name != r.site
             }
         ),
+        failover_for=failover_for,
     )
 
 
@@ -106,6 +110,8 @@ def _template_text(value: str) -> str:
 def _duration(seconds: float) -> str:
     """A PromQL duration for a whole number of milliseconds, in the largest exact unit."""
     millis = round(seconds * 1000)
+    if millis == 0:
+        return "0s"  # not "0d", which is valid but reads like a typo
     for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
         if millis % size == 0:
             return f"{millis // size}{unit}"
@@ -190,6 +196,7 @@ class _Rules:
         primaries = _any_of(site for site, role in self.inp.sites if role == "primary")
         standbys = _any_of(site for site, role in self.inp.sites if role == "standby")
         on_sites = f"site=~{self.sites}, "
+        latched = f"failsight:site_failed_over_votes:count >= {q}"
         rules = [
             _record(
                 "failsight:site_down_votes:count",
@@ -199,30 +206,57 @@ class _Rules:
                 "failsight:site_up_votes:count",
                 f"count by (site) (\n{_indent(self.votes_of(views, 'site', on_sites))} == 0\n)",
             ),
+            # Per (site, failover_target): the unimpaired vantages holding the site's failover
+            # latch. Unlatched agents export failover_target="" at 0, which `== 1` drops.
+            _record(
+                "failsight:site_failed_over_votes:count",
+                "count by (site, failover_target) (\n"
+                + _indent(
+                    self.votes_of(
+                        "failsight_site_failed_over",
+                        "site, failover_target",
+                        f"site=~{primaries}, ",
+                    )
+                )
+                + " == 1\n)",
+            ),
         ]
         rules += self.failover_targets()
         rules += [
             _alert(
                 "FailsightFailoverRecommended",
-                # One alert per site: the first ready standby in config order is the target.
-                "bottomk by (site) (\n"
-                "  1,\n"
-                "  failsight:failover_target_ready\n"
-                f"  and on (site) (failsight:site_down_votes:count >= {q})\n"
-                ")",
-                for_="1m",
+                # The agents decide (quorum, data safety, holds, flap damping) and latch; this
+                # only counts their latches, so it says what /v1/verdict says (failed_over), fires
+                # on after the primary recovers (a "resolved" means failback was released, never
+                # that the primary answers again) and never for a held or recovering site.
+                # `for:` defaults to 0s: each view already needed failure_threshold failed runs
+                # in a row and the quorum and safety gating happened in the agents, so waiting
+                # again only delays the controller; with 15s scrape and evaluation intervals the
+                # webhook reaches it within about 15-30s of the verdict.
+                latched,
+                for_=_duration(self.inp.failover_for),
                 labels={"severity": "page", "failover_trigger": "true"},
                 summary="Fail over {{ $labels.site }} to {{ $labels.failover_target }}",
                 description=(
-                    f"At least {q} vantages (impaired ones not counted) see {{{{ $labels.site }}}}"
-                    " down, and standby {{ $labels.failover_target }} is up in at least"
-                    f" {q} views with its replication lag within the RPO and streaming."
+                    f"{{{{ $value }}}} vantages (at least {q}, impaired ones not counted) hold"
+                    " {{ $labels.site }} failed over to {{ $labels.failover_target }}: their"
+                    " verdict found it down from a quorum while that standby was up, streaming"
+                    " and within the RPO. It stays latched until failback is released, by an"
+                    " operator or the auto-failback policy: this alert resolving means failback,"
+                    " never just the primary answering again."
                 ),
             ),
             _alert(
                 "FailsightFailoverUnsafe",
                 f"(failsight:site_down_votes:count{{site=~{primaries}}} >= {q})\n"
-                "unless on (site) failsight:failover_target_ready",
+                "unless on (site) failsight:failover_target_ready\n"
+                # Once latched the standby serves: its replication from the failed primary
+                # breaking is expected, not a reason to page about an unsafe failover.
+                f"unless on (site) ({latched})\n"
+                # A hold (operator or maintenance window) travels to every agent; one report of
+                # it is enough to know nobody will fail the site over.
+                f"unless on (site) (max by (site) (failsight_site_hold{{vantage=~{self.vantages}}})"
+                " == 1)",
                 for_="1m",
                 labels={"severity": "page"},
                 summary="{{ $labels.site }} is down but failing over is unsafe",
@@ -232,6 +266,46 @@ class _Rules:
                     " split brain. Failing over now would lose data or land on a broken site."
                 ),
             ),
+            _alert(
+                "FailsightFailbackPending",
+                # No down-votes series at all (every view up) must count as "below quorum":
+                # `unless` keeps the latch then, where a comparison would drop it.
+                f"({latched})\nunless on (site) (failsight:site_down_votes:count >= {q})",
+                for_="15m",
+                labels={"severity": "ticket"},
+                summary="{{ $labels.site }} answers again; failback awaits a decision",
+                description=(
+                    "{{ $labels.site }} is still failed over to {{ $labels.failover_target }} by"
+                    f" {{{{ $value }}}} vantages, but fewer than {q} see it down: the former"
+                    " primary answers again. Failback awaits a decision (verdict.failback:"
+                    " manual): release with `failsight failback {{ $labels.site }}`."
+                ),
+            ),
+        ]
+        if len(self.inp.sites) >= 2:
+            n = len(self.inp.sites)
+            # Per vantage, the number of configured sites it sees down must be all of them: a
+            # `min` over the sites would call a vantage that lacks one site's series all-down.
+            rules.append(
+                _alert(
+                    "FailsightTotalOutage",
+                    "count(\n"
+                    "  count by (vantage) (\n"
+                    f"{_indent(self.votes_of(views, 'site', on_sites), 4)} == 1\n"
+                    f"  ) == {n}\n"
+                    f") >= {q}",
+                    for_="1m",
+                    labels={"severity": "page"},
+                    summary="Every site is down from {{ $value }} vantages",
+                    description=(
+                        f"{{{{ $value }}}} vantages (at least {q}, impaired ones not counted) see"
+                        f" every configured site down ({n} of {n}). No standby is healthy, so"
+                        " failing over would not help: check the shared dependencies (identity"
+                        " provider, DNS) and the cloud providers."
+                    ),
+                )
+            )
+        rules += [
             _alert(
                 "FailsightSiteDownFromOneVantage",
                 f"(max by (site, vantage) ({views}{{{on_sites}vantage=~{self.vantages}}}) == 1)\n"
@@ -256,16 +330,36 @@ class _Rules:
                     " fail over, but a primary failing now would have one standby fewer."
                 ),
             ),
+            _alert(
+                "FailsightSiteFlapping",
+                "count by (site) (\n"
+                "  max by (site, vantage) (\n"
+                f"    failsight_site_flapping{{{on_sites}vantage=~{self.vantages}}}\n"
+                "  ) == 1\n"
+                ")",
+                for_="1m",
+                labels={"severity": "ticket"},
+                summary="{{ $labels.site }} is flapping",
+                description=(
+                    "{{ $labels.site }} keeps changing state (its flap penalty is over the"
+                    " threshold from {{ $value }} vantage(s)). The agents fail it over at most once"
+                    " per flapping episode; look for what makes it come and go: an unstable"
+                    " dependency, a load balancer cycling backends, a crash-looping service."
+                ),
+            ),
         ]
         # A deployment without primaries (or standbys) gets no rule that could never match.
+        needs_primary = {
+            "failsight:site_failed_over_votes:count",
+            "FailsightFailoverRecommended",
+            "FailsightFailoverUnsafe",
+            "FailsightFailbackPending",
+        }
         has_role = {role for _, role in self.inp.sites}
         return [
             r
             for r in rules
-            if not (
-                r.get("alert") in ("FailsightFailoverRecommended", "FailsightFailoverUnsafe")
-                and "primary" not in has_role
-            )
+            if not (r.get("alert", r.get("record")) in needs_primary and "primary" not in has_role)
             and not (r.get("alert") == "FailsightStandbyDown" and "standby" not in has_role)
         ]
 
@@ -558,6 +652,10 @@ def _validate(inp: RulesInput) -> None:
         problems.append("vantages must be a non-empty list of distinct names")
     if not 1 <= inp.quorum <= len(set(inp.vantages)):
         problems.append(f"quorum {inp.quorum} must be between 1 and the number of vantages")
+    if not (math.isfinite(inp.failover_for) and inp.failover_for >= 0):
+        problems.append(
+            f"failover_for must be a number of seconds, zero or more (got {inp.failover_for!r})"
+        )
     site_names = [site for site, _ in inp.sites]
     if len(set(site_names)) != len(site_names):
         problems.append("site names must be distinct")

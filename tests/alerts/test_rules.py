@@ -155,6 +155,14 @@ def _slo(**fields: Any) -> SloConfig:
             {"slos": (_slo(kind="availability", objective=99),), "journey_sites": {}},
             "slo s: journey j runs against no site",
         ),
+        (
+            {"failover_for": -1.0},
+            "failover_for must be a number of seconds, zero or more (got -1.0)",
+        ),
+        (
+            {"failover_for": float("nan")},
+            "failover_for must be a number of seconds, zero or more (got nan)",
+        ),
     ],
 )
 def test_render_rules_refuses_inconsistent_input(change: dict[str, Any], message: str) -> None:
@@ -169,6 +177,75 @@ def test_render_rules_refuses_inconsistent_input(change: dict[str, Any], message
     }
     with pytest.raises(ValueError, match=re.escape(message)):
         render_rules(RulesInput(**fields))
+
+
+def _for_of(text: str, alert: str) -> str:
+    return str(next(r["for"] for r in alert_rules(text) if r.get("alert") == alert))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "rendered"), [(0.0, "0s"), (90.0, "90s"), (120.0, "2m"), (0.25, "250ms")]
+)
+def test_failover_for_sets_only_the_recommendations_for(seconds: float, rendered: str) -> None:
+    config = load_config(REPO / "deploy" / "demo.yaml")
+    text = render_rules(rules_input(config, failover_for=seconds))
+    assert _for_of(text, "FailsightFailoverRecommended") == rendered
+    # The other alerts keep their own waits.
+    assert _for_of(text, "FailsightFailoverUnsafe") == "1m"
+    assert _for_of(text, "FailsightTotalOutage") == "1m"
+
+
+def test_failover_for_defaults_to_zero() -> None:
+    # Each view already needed failure_threshold failed runs and the agents gated on quorum and
+    # data safety: an extra wait would only delay the controller.
+    assert demo_rules_input().failover_for == 0.0
+    assert _for_of(render_rules(demo_rules_input()), "FailsightFailoverRecommended") == "0s"
+
+
+def _alert_names(inp: RulesInput) -> set[str]:
+    return {r["alert"] for r in alert_rules(render_rules(inp)) if "alert" in r}
+
+
+@pytest.mark.parametrize(
+    ("sites", "present", "absent"),
+    [
+        (
+            (("a", "primary"), ("b", "standby")),
+            {"FailsightFailoverRecommended", "FailsightFailbackPending", "FailsightTotalOutage"},
+            set(),
+        ),
+        # One site: "every site down" is that site down, already a failover or unsafe page.
+        (
+            (("a", "primary"),),
+            {"FailsightFailoverRecommended", "FailsightFailbackPending"},
+            {"FailsightTotalOutage", "FailsightStandbyDown"},
+        ),
+        # No primary: nothing can be failed over, so nothing latches.
+        (
+            (("a", "standby"), ("b", "standby")),
+            {"FailsightTotalOutage", "FailsightSiteFlapping", "FailsightStandbyDown"},
+            {
+                "FailsightFailoverRecommended",
+                "FailsightFailoverUnsafe",
+                "FailsightFailbackPending",
+            },
+        ),
+    ],
+)
+def test_failover_alerts_follow_the_deployments_shape(
+    sites: tuple[tuple[str, str], ...], present: set[str], absent: set[str]
+) -> None:
+    inp = RulesInput(
+        quorum=2,
+        vantages=("a", "b", "c"),
+        sites=sites,
+        replication=(),
+        slos=(),
+        journey_sites={},
+    )
+    names = _alert_names(inp)
+    assert present <= names
+    assert absent & names == set()
 
 
 # Another deployment: three sites, two standbys in priority order, a replica not named after
@@ -201,13 +278,18 @@ def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
     return {"series": f"{name}{{{text}}}", "values": values}
 
 
-def _failover_case(us_east_lag: str) -> list[dict[str, str]]:
+def _failover_case(
+    us_east_lag: str = "5x10", latched: tuple[str, ...] = (), down: tuple[str, ...] = ("eu-west",)
+) -> list[dict[str, str]]:
+    """Views from VOTERS, replication seen from v-1, and failover latches (to ap-south) held by
+    the vantages in `latched`; the others export the unlatched empty target at 0."""
     series = []
     for vantage in VOTERS:
-        for site, down in (("eu-west", "1"), ("us-east", "0"), ("ap-south", "0")):
+        for site in ("eu-west", "us-east", "ap-south"):
+            value = "1" if site in down else "0"
             series.append(
                 _series(
-                    "failsight_site_view_down", {"vantage": vantage, "site": site}, f"{down}x10"
+                    "failsight_site_view_down", {"vantage": vantage, "site": site}, f"{value}x10"
                 )
             )
     for replica, lag in (("us-east", us_east_lag), ("pg-ap", "5x10")):
@@ -216,10 +298,29 @@ def _failover_case(us_east_lag: str) -> list[dict[str, str]]:
             _series("failsight_replication_lag_seconds", {**pair, "method": "heartbeat"}, lag)
         )
         series.append(_series("failsight_replication_streaming", pair, "1x10"))
+    for vantage in OTHER.vantages:
+        target, value = ("ap-south", "1") if vantage in latched else ("", "0")
+        labels = {"vantage": vantage, "site": "eu-west", "failover_target": target}
+        series.append(_series("failsight_site_failed_over", labels, f"{value}x10"))
     return series
 
 
-def _recommended(target: str) -> dict[str, Any]:
+def _ready(ranks: dict[str, int]) -> dict[str, Any]:
+    return {
+        "expr": "failsight:failover_target_ready",
+        "eval_time": "5m",
+        "exp_samples": [
+            {
+                "labels": "failsight:failover_target_ready"
+                f'{{site="eu-west", failover_target="{target}"}}',
+                "value": rank,
+            }
+            for target, rank in ranks.items()
+        ],
+    }
+
+
+def _recommended(target: str, votes: int) -> dict[str, Any]:
     return {
         "exp_labels": {
             "site": "eu-west",
@@ -229,9 +330,11 @@ def _recommended(target: str) -> dict[str, Any]:
         },
         "exp_annotations": {
             "summary": f"Fail over eu-west to {target}",
-            "description": "At least 3 vantages (impaired ones not counted) see eu-west down,"
-            f" and standby {target} is up in at least 3 views with its replication lag within"
-            " the RPO and streaming.",
+            "description": f"{votes} vantages (at least 3, impaired ones not counted) hold"
+            f" eu-west failed over to {target}: their verdict found it down from a quorum while"
+            " that standby was up, streaming and within the RPO. It stays latched until failback"
+            " is released, by an operator or the auto-failback policy: this alert resolving"
+            " means failback, never just the primary answering again.",
             "runbook_url": "README.md#failsightfailoverrecommended",
         },
     }
@@ -249,28 +352,69 @@ def test_generated_rules_for_another_deployment_pass_promtool(tmp_path: Path) ->
         "evaluation_interval": "1m",
         "tests": [
             {
-                "name": "the first standby in config order is the target",
+                # The value ranks the ready standbys in config order, for dashboards and for
+                # FailsightFailoverUnsafe; the agents pick the target the same way.
+                "name": "ready standbys are ranked in config order",
                 "interval": "1m",
                 "input_series": _failover_case("5x10"),
+                "promql_expr_test": [_ready({"us-east": 1, "ap-south": 2})],
+            },
+            {
+                "name": "a standby lagging beyond its RPO is not ready",
+                "interval": "1m",
+                "input_series": _failover_case("20x10"),
+                "promql_expr_test": [_ready({"ap-south": 2})],
+            },
+            {
+                "name": "three latches of four vantages are a quorum of three",
+                "interval": "1m",
+                "input_series": _failover_case(latched=VOTERS),
                 "alert_rule_test": [
                     {
                         "eval_time": "5m",
                         "alertname": "FailsightFailoverRecommended",
-                        "exp_alerts": [_recommended("us-east")],
+                        "exp_alerts": [_recommended("ap-south", 3)],
                     }
                 ],
             },
             {
-                "name": "the next standby takes over when the first lags beyond its RPO",
+                "name": "two latches of four vantages are not",
                 "interval": "1m",
-                "input_series": _failover_case("20x10"),
+                "input_series": _failover_case(latched=VOTERS[:2]),
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "FailsightFailoverRecommended"},
+                ],
+            },
+            {
+                "name": "three vantages of four seeing all three sites down is a total outage",
+                "interval": "1m",
+                "input_series": _failover_case(down=("eu-west", "us-east", "ap-south")),
                 "alert_rule_test": [
                     {
                         "eval_time": "5m",
-                        "alertname": "FailsightFailoverRecommended",
-                        "exp_alerts": [_recommended("ap-south")],
+                        "alertname": "FailsightTotalOutage",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "page"},
+                                "exp_annotations": {
+                                    "summary": "Every site is down from 3 vantages",
+                                    "description": "3 vantages (at least 3, impaired ones not"
+                                    " counted) see every configured site down (3 of 3). No"
+                                    " standby is healthy, so failing over would not help: check"
+                                    " the shared dependencies (identity provider, DNS) and the"
+                                    " cloud providers.",
+                                    "runbook_url": "README.md#failsighttotaloutage",
+                                },
+                            }
+                        ],
                     }
                 ],
+            },
+            {
+                "name": "two sites of three down is no total outage",
+                "interval": "1m",
+                "input_series": _failover_case(down=("eu-west", "us-east")),
+                "alert_rule_test": [{"eval_time": "5m", "alertname": "FailsightTotalOutage"}],
             },
             {
                 # The OpenTelemetry translation prints the 1s bucket as le="1".
@@ -509,6 +653,54 @@ async def test_alertmanager_example_routes_failover_triggers_and_inhibits_lesser
         }
 
 
+async def test_alertmanager_example_inhibits_per_site_alerts_during_a_total_outage() -> None:
+    async with (
+        WebhookRecorder() as hooks,
+        await start_alertmanager(alertmanager_example_config(hooks.url)) as am,
+    ):
+        inhibited = [
+            _alert("FailsightFailoverUnsafe", site="aws-use1", severity="page"),
+            _alert(
+                "FailsightSiteDownFromOneVantage",
+                site="gcp-euw1",
+                vantage="azure-weu",
+                severity="ticket",
+            ),
+            _alert("FailsightStandbyDown", site="gcp-euw1", severity="ticket"),
+            _alert(
+                "FailsightJourneyErrorBudgetBurn",
+                site="gcp-euw1",
+                slo="order-to-invoice-availability",
+                journey="order-to-invoice",
+                severity="page",
+            ),
+        ]
+        await am.post_alerts(
+            [
+                _alert("FailsightTotalOutage", severity="page"),
+                *inhibited,
+                # The likely cause stays visible.
+                _alert("FailsightIdPDown", idp="corp-sso", severity="page"),
+            ]
+        )
+
+        def delivered(h: WebhookRecorder) -> bool:
+            pages = {a["alertname"] for a in h.alert_labels("/pager")}
+            return {"FailsightTotalOutage", "FailsightIdPDown"} <= pages
+
+        await hooks.wait_for(delivered, timeout=30)
+        for alert in inhibited:
+            held = await am.alerts(alertname=alert["labels"]["alertname"])
+            assert [a["status"]["state"] for a in held] == ["suppressed"], alert
+            assert held[0]["status"]["inhibitedBy"]
+        assert {a["alertname"] for a in hooks.alert_labels("/pager")} == {
+            "FailsightTotalOutage",
+            "FailsightIdPDown",
+        }
+        assert hooks.alert_labels("/failover") == []
+        assert hooks.alert_labels("/tickets") == []
+
+
 class Vantages:
     """Loopback /metrics endpoints, one per vantage, serving exposition text a test can edit."""
 
@@ -547,7 +739,10 @@ def has_votes(site: str, count: str) -> Callable[[list[dict[str, Any]]], bool]:
     return check
 
 
-def _exposition(vantage: str, down: dict[str, int], impaired: int = 0) -> str:
+def _exposition(
+    vantage: str, down: dict[str, int], impaired: int = 0, failed_over_to: str = ""
+) -> str:
+    latched = 1 if failed_over_to else 0
     lines = [
         f'failsight_agent_info{{vantage="{vantage}",version="0.1.0"}} 1',
         f'failsight_vantage_impaired{{vantage="{vantage}"}} {impaired}',
@@ -555,6 +750,8 @@ def _exposition(vantage: str, down: dict[str, int], impaired: int = 0) -> str:
             f'failsight_site_view_down{{vantage="{vantage}",site="{s}"}} {v}'
             for s, v in down.items()
         ),
+        f'failsight_site_failed_over{{vantage="{vantage}",site="aws-use1",'
+        f'failover_target="{failed_over_to}"}} {latched}',
         f'failsight_replication_lag_seconds{{vantage="{vantage}",cluster="orders-db",'
         'replica="gcp-euw1",method="heartbeat"} 2.5',
         f'failsight_replication_streaming{{vantage="{vantage}",cluster="orders-db",'
@@ -570,9 +767,14 @@ async def test_prometheus_fires_the_shipped_rules_on_scraped_vantages_into_alert
     # (promtool tests cover those).
     rules = tmp_path / "failsight.rules.yml"
     rules.write_text(re.sub(r"(?m)^(\s+for: )\S+$", r"\g<1>0s", SHIPPED_RULES.read_text()))
+    # Two agents have latched the failover of aws-use1; azure-weu still reaches it.
     views = {
-        "aws-use1": _exposition("aws-use1", {"aws-use1": 1, "gcp-euw1": 0}),
-        "gcp-euw1": _exposition("gcp-euw1", {"aws-use1": 1, "gcp-euw1": 0}),
+        "aws-use1": _exposition(
+            "aws-use1", {"aws-use1": 1, "gcp-euw1": 0}, failed_over_to="gcp-euw1"
+        ),
+        "gcp-euw1": _exposition(
+            "gcp-euw1", {"aws-use1": 1, "gcp-euw1": 0}, failed_over_to="gcp-euw1"
+        ),
         "azure-weu": _exposition("azure-weu", {"aws-use1": 0, "gcp-euw1": 0}),
     }
     async with (
@@ -592,10 +794,11 @@ async def test_prometheus_fires_the_shipped_rules_on_scraped_vantages_into_alert
             "failover_trigger": "true",
         }
 
-        # aws-use1's agent now sees everything down and calls itself impaired: its vote goes,
-        # the quorum with it, and the recommendation resolves without turning unsafe.
+        # aws-use1's agent now sees everything down and calls itself impaired: its votes (its
+        # latch among them) go, the quorum with them, and the recommendation resolves without
+        # turning unsafe.
         vantages.text["aws-use1"] = _exposition(
-            "aws-use1", {"aws-use1": 1, "gcp-euw1": 1}, impaired=1
+            "aws-use1", {"aws-use1": 1, "gcp-euw1": 1}, impaired=1, failed_over_to="gcp-euw1"
         )
         await prom.wait_for(
             'ALERTS{alertname="FailsightFailoverRecommended"}', lambda result: not result

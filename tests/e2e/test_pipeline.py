@@ -165,9 +165,7 @@ async def test_outage_reaches_the_failover_webhook_and_a_partition_never_does(
             "severity": "page",
             "failover_trigger": "true",
         }
-        assert all(
-            a.refresh_verdicts()["aws-use1"].verdict.value == "failover_recommended" for a in agents
-        )
+        assert all(a.refresh_verdicts()["aws-use1"].verdict.value == "failed_over" for a in agents)
 
         await _every_dashboard_query_returns_data(prom)
 
