@@ -272,7 +272,14 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--scenario",
         default="steady",
-        choices=["steady", "site-outage", "vantage-partition", "vantage-offline"],
+        choices=[
+            "steady",
+            "site-outage",
+            "flapping",
+            "total-outage",
+            "vantage-partition",
+            "vantage-offline",
+        ],
     )
     demo.add_argument(
         "--duration",

@@ -85,7 +85,7 @@ def parse_view(data: object, *, expected: str, received_at: float) -> VantageVie
         vantage=expected,
         generated_at=received_at,
         sites=opinions,
-        # An agent from before 0.2 only says `impaired` (its own judgement): take it as such.
+        # An older agent only says `impaired` (its own judgement): take it as such.
         every_site_failing=bool(every if isinstance(every, bool) else data.get("impaired")),
         self_check=self_check if isinstance(self_check, bool) else None,
     )

@@ -64,6 +64,7 @@ class Agent:
             tuple(s.name for s in config.sites),
             config.verdict.hysteresis,
             on_unsettled=self._confirm,
+            on_down=self._recheck_others,
         )
         self.control = ControlStore(config.agent.vantage, config.agent.state_dir)
         self.control.load()
@@ -341,6 +342,16 @@ class Agent:
         interval = self.config.verdict.confirm_interval
         if interval is not None and self.scheduler is not None:
             self.scheduler.confirm(check, interval)
+
+    def _recheck_others(self, site: str) -> None:
+        # A site just went down from here: run the other sites' critical journeys now rather
+        # than at their next tick (up to an interval away), so the standby is vouched for by a
+        # run made after the primary failed, and a vantage that lost its network says so.
+        if self.scheduler is None:
+            return
+        for check in self.scheduler.checks:
+            if check.critical and check.site not in (None, site):
+                self.scheduler.confirm(check.name, 0.0)
 
     async def _verdict_loop(self) -> None:
         # The API serves the verdicts judged here: on every new result, peer view or control

@@ -457,14 +457,22 @@ def _judge(
             None,
         )
     candidates: list[tuple[str, ReplicationState | None, str]] = []
+    waiting: list[str] = []
     for standby, standby_role in roles.items():
         if standby_role != "standby":
             continue
         if standby in holds:
             candidates.append((standby, None, f"standby {standby} is held: {holds[standby].by}"))
             continue
-        up = sum(1 for v in votes if _opinion(v, standby).state is SiteState.UP)
+        seen = [_standby_seen(v, site, standby) for v in votes]
+        up = seen.count("up")
         if up < quorum:
+            if up + seen.count("before") >= quorum:
+                waiting.append(
+                    f"standby {standby}: up in {up} views checked since the primary went down, "
+                    f"{seen.count('before')} more to check ({quorum} needed)"
+                )
+                continue
             candidates.append(
                 (standby, None, f"standby {standby} is up in only {up} views: no healthy standby")
             )
@@ -498,6 +506,9 @@ def _judge(
                 pair,
             )
         candidates.append((standby, pair, problem))
+    if waiting:
+        # Not blocked, only not judged yet: the standby's rerun comes within moments.
+        return Verdict.DEGRADED, (agree, *waiting, *evidence), None, None
     if not candidates:
         return (
             Verdict.FAILOVER_UNSAFE,
@@ -512,6 +523,26 @@ def _judge(
         None,
         pair,
     )
+
+
+def _standby_seen(view: VantageView, primary: str, standby: str) -> str:
+    """How one vote sees a failover target: "up", "before" (up, but last checked before this
+    view saw the primary go down), or "no".
+
+    A vantage that loses its own network sees the primary fail first and the standby still
+    "up" from a run made before the loss; only a standby checked after the primary went down,
+    from the same vantage (one clock), vouches for it.
+    """
+    target, failed = _opinion(view, standby), _opinion(view, primary)
+    if target.state is not SiteState.UP:
+        return "no"
+    if (
+        failed.state is SiteState.DOWN
+        and target.last_run_at is not None
+        and target.last_run_at < failed.since
+    ):
+        return "before"
+    return "up"
 
 
 def _replication_problem(pair: ReplicationState) -> str | None:

@@ -118,6 +118,10 @@ class ViewTracker:
     # Called with a critical journey check's name when its site's view is left unsettled
     # (degraded or recovering): the agent re-runs it soon (fast confirmation).
     on_unsettled: Callable[[str], None] | None = None
+    # Called with a site's name when this vantage's view of it enters `down`: the agent
+    # re-checks the other sites at once, so the verdict knows whether they still answer from
+    # here (a failover target, or a vantage that lost its own network).
+    on_down: Callable[[str], None] | None = None
     # The latest self-check outcome (`agent.self_check`): None when there is none.
     self_check_ok: bool | None = None
 
@@ -150,6 +154,7 @@ class ViewTracker:
                 last_run_at=result.started_at + result.duration,
             )
             return
+        before = view.state
         view = advance(
             view,
             result.ok,
@@ -157,7 +162,10 @@ class ViewTracker:
             h=self.hysteresis,
             evidence=describe_failure(result),
         )
+        entered_down = view.state is SiteState.DOWN and before is not SiteState.DOWN
         self.views[result.site] = view
+        if entered_down and self.on_down is not None:
+            self.on_down(result.site)
         if self.on_unsettled is not None and view.state in (
             SiteState.DEGRADED,
             SiteState.RECOVERING,

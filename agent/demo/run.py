@@ -20,9 +20,14 @@ log = logging.getLogger(__name__)
 
 DEMO_CONFIG = Path(__file__).with_name("config.yaml")
 FAULT_AFTER = 20.0
+OUTAGE_LASTS = 40.0
+FLAP_PERIOD = 10.0
 SCENARIOS = {
     "steady": "no faults",
-    "site-outage": "the primary site answers 503 to everyone: quorum forms, failover recommended",
+    "site-outage": "the primary answers 503 to everyone for 40 s: failover, latched until "
+    "`failsight failback aws-use1 --config deploy/demo.yaml`",
+    "flapping": "the primary fails 10 s and works 10 s, over and over: it fails over once",
+    "total-outage": "both sites answer 503 to everyone: failover_unsafe, no healthy standby",
     "vantage-partition": "azure-weu alone loses its path to the primary: local, no failover",
     "vantage-offline": "azure-weu loses its network to every site: its view is impaired, no vote",
 }
@@ -149,6 +154,25 @@ async def _inject(platform: Platform, config: Config, scenario: str) -> None:
     if scenario == "site-outage":
         print(f">>> {primary} goes down: every API call answers 503", flush=True)
         platform.set_fault(primary, Fault(kind="outage"))
+        await asyncio.sleep(OUTAGE_LASTS)
+        print(
+            f">>> {primary} is back; it stays failed over until you run: failsight failback "
+            f"{primary} --config deploy/demo.yaml",
+            flush=True,
+        )
+        platform.recover(primary)
+    elif scenario == "flapping":
+        while True:
+            print(f">>> {primary} fails for {FLAP_PERIOD:.0f}s", flush=True)
+            platform.set_fault(primary, Fault(kind="outage"))
+            await asyncio.sleep(FLAP_PERIOD)
+            print(f">>> {primary} works for {FLAP_PERIOD:.0f}s", flush=True)
+            platform.recover(primary)
+            await asyncio.sleep(FLAP_PERIOD)
+    elif scenario == "total-outage":
+        print(">>> every site goes down for everyone", flush=True)
+        for site in config.sites:
+            platform.set_fault(site.name, Fault(kind="outage"))
     elif scenario == "vantage-partition":
         print(f">>> {observer} loses its network path to {primary}", flush=True)
         platform.set_fault(primary, Fault(kind="outage", vantage=observer))

@@ -104,9 +104,7 @@ async def test_a_lone_vantage_that_sees_every_site_fail_is_impaired(
         for site in ("aws-use1", "gcp-euw1"):
             platform.set_fault(site, Fault(kind="outage"))
         await wait_for(
-            lambda: (
-                agent.impaired and all(v.state == "down" for v in agent.views.views.values())
-            )
+            lambda: agent.impaired and all(v.state == "down" for v in agent.views.views.values())
         )
         status, body = await get_json(f"http://127.0.0.1:{agent.port}/v1/verdict")
         assert {s["verdict"] for s in body["sites"].values()} == {"unknown"}

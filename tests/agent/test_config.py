@@ -199,3 +199,98 @@ def test_schema_command_prints_json_schema(capsys: pytest.CaptureFixture[str]) -
     schema = json.loads(capsys.readouterr().out)
     assert set(schema["properties"]) >= {"agent", "sites", "journeys", "verdict", "telemetry"}
     assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            BASE + "maintenance:\n  - {name: w, sites: [azure], start: 2026-12-05T02:00:00Z,"
+            " end: 2026-12-05T04:00:00Z}\n",
+            ["F:11: maintenance.0.sites.0: unknown site 'azure'"],
+        ),
+        (
+            BASE + "maintenance:\n  - {name: w, sites: [aws-use1], start: 2026-12-05T04:00:00Z,"
+            " end: 2026-12-05T02:00:00Z}\n",
+            ["F:11: maintenance.0: end must be after start"],
+        ),
+        (
+            BASE + "maintenance:\n  - {name: w, sites: [aws-use1], start: 2026-12-05T02:00:00,"
+            " end: 2026-12-05T04:00:00}\n",
+            ["F:11: maintenance.0: start and end need a time zone, e.g. 2026-12-05T02:00:00Z"],
+        ),
+        (
+            BASE + "maintenance:\n  - {name: w, sites: [aws-use1]}\n",
+            ["F:11: maintenance.0: give either start and end, or weekly"],
+        ),
+        (
+            BASE + "maintenance:\n  - name: w\n    sites: [aws-use1]\n    weekly:"
+            " {days: [sun], at: '25:00', duration: 2h}\n",
+            ["F:13: maintenance.0.weekly.at: expected a time of day as HH:MM, e.g. 02:30"],
+        ),
+        (
+            BASE + "maintenance:\n  - name: w\n    sites: [aws-use1]\n    weekly:"
+            " {days: [sun], at: '02:00', duration: 2h, timezone: Mars/Olympus}\n",
+            [
+                "F:13: maintenance.0.weekly.timezone: unknown time zone 'Mars/Olympus' (use an "
+                "IANA name such as UTC)"
+            ],
+        ),
+        (
+            BASE.replace(
+                "  vantage: aws-use1\n",
+                "  vantage: aws-use1\n  admin_token: same\n  view_token: same\n",
+            ),
+            [
+                "F:3: agent.admin_token: must differ from agent.view_token: every peer holds the "
+                "view token"
+            ],
+        ),
+        (
+            BASE + "verdict: {failback: {policy: sometimes}}\n",
+            ["F:10: verdict.failback.policy: Input should be 'manual' or 'auto'"],
+        ),
+    ],
+    ids=[
+        "window-site",
+        "window-order",
+        "window-naive",
+        "window-none",
+        "weekly-at",
+        "weekly-tz",
+        "tokens",
+        "failback",
+    ],
+)
+def test_invalid_controls_config_names_file_line_key(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    assert errors_of(write(tmp_path, text)) == expected
+
+
+def test_weekly_maintenance_windows_open_and_close_on_their_days() -> None:
+    import datetime as dt
+
+    from agent.control import MaintenanceConfig, maintenance_holds
+
+    window = MaintenanceConfig.model_validate(
+        {
+            "name": "patching",
+            "sites": ["aws-use1"],
+            "reason": "OS patches",
+            "weekly": {"days": ["sun"], "at": "23:00", "duration": "2h", "timezone": "UTC"},
+        }
+    )
+
+    def at(text: str) -> float:
+        return dt.datetime.fromisoformat(text).timestamp()
+
+    # 2026-12-06 is a Sunday: open 23:00 Sunday to 01:00 Monday.
+    assert window.open_until(at("2026-12-06T22:59:59+00:00")) is None
+    assert window.open_until(at("2026-12-06T23:00:00+00:00")) == at("2026-12-07T01:00:00+00:00")
+    assert window.open_until(at("2026-12-07T00:30:00+00:00")) == at("2026-12-07T01:00:00+00:00")
+    assert window.open_until(at("2026-12-07T01:00:00+00:00")) is None
+    assert window.open_until(at("2026-12-09T23:30:00+00:00")) is None  # a Wednesday
+    holds = maintenance_holds([window], at("2026-12-06T23:30:00+00:00"))
+    assert holds["aws-use1"].by == "maintenance patching"
+    assert holds["aws-use1"].source == "maintenance"

@@ -132,7 +132,7 @@ async def test_without_an_admin_token_the_controls_are_off(
     make_config: MakeConfig, platform: Platform
 ) -> None:
     config, _ = make_config()
-    async with running_agent(config) as agent:
+    async with running_agent(with_agent(config, admin_token=None)) as agent:
         status, body = await call(agent, "POST", f"/v1/sites/{PRIMARY}/failback")
         assert status == 403
         assert body == {

@@ -387,3 +387,27 @@ def test_an_impaired_vantage_does_not_vote() -> None:
     out = judge([view("a", DOWN, DOWN), view("b", UP), view("c", UP)])
     assert out["aws"].verdict is Verdict.HEALTHY
     assert out["aws"].quorum.vantages == {"a": "impaired", "b": "up", "c": "up"}
+
+
+def test_a_standby_checked_before_the_primary_went_down_does_not_vouch_for_it() -> None:
+    # Two vantages lose their own network: the primary's runs fail first, while their standby
+    # opinion still comes from a run made before the loss. Waiting, not a failover.
+    def lost(vantage: str, standby_run: float) -> VantageView:
+        return VantageView(
+            vantage,
+            NOW - 1,
+            {
+                "aws": SiteOpinion(DOWN, since=600.0, last_run_at=610.0),
+                "gcp": SiteOpinion(UP, last_run_at=standby_run),
+            },
+        )
+
+    views = [lost("a", 590.0), lost("b", 595.0), view("c", UP)]
+    out = judge(views)
+    assert out["aws"].verdict is Verdict.DEGRADED
+    assert out["aws"].reasons[1] == (
+        "standby gcp: up in 1 views checked since the primary went down, 2 more to check (2 needed)"
+    )
+    # Once rechecked from there after the primary went down, it vouches.
+    rechecked = [lost("a", 605.0), lost("b", 606.0), view("c", UP)]
+    assert judge(rechecked, previous=out)["aws"].verdict is Verdict.FAILOVER_RECOMMENDED

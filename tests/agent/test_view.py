@@ -128,3 +128,11 @@ def test_tracker_asks_for_confirmation_runs_only_while_unsettled() -> None:
     tracker.handle(result("a", True))  # recovering
     tracker.handle(result("a", True))  # up
     assert asked == ["journey/j/a", "journey/j/a"]
+
+
+def test_tracker_says_when_a_site_enters_down_once_per_entry() -> None:
+    downs: list[str] = []
+    tracker = ViewTracker(("a", "b"), Hysteresis(2, 2), on_down=downs.append)
+    for ok in (False, False, False, True, False):
+        tracker.handle(result("a", ok))
+    assert downs == ["a", "a"]  # down, recovering, down again

@@ -379,7 +379,11 @@ def test_workload_mounts_config_secrets_and_tmp_where_the_agent_reads_them(overl
         == load_docs(SECRET_EXAMPLE)[0]["metadata"]["name"]
     )
     assert "emptyDir" in mounts["/tmp"]
-    assert all(m.get("readOnly") for m in container["volumeMounts"] if m["mountPath"] != "/tmp")
+    # The only writable paths: scratch, and the state dir the config names (holds, latches).
+    state_dir = yaml.safe_load(configmap_config())["agent"]["state_dir"]
+    assert "emptyDir" in mounts[state_dir]
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/tmp", state_dir}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     port_names = {p["name"] for p in container["ports"]}
