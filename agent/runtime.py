@@ -65,6 +65,7 @@ class Agent:
             config.verdict.hysteresis,
             on_unsettled=self._confirm,
             on_down=self._recheck_others,
+            on_recheck=self._recheck,
         )
         self.control = ControlStore(config.agent.vantage, config.agent.state_dir)
         self.control.load()
@@ -343,6 +344,10 @@ class Agent:
         if interval is not None and self.scheduler is not None:
             self.scheduler.confirm(check, interval)
 
+    def _recheck(self, check: str) -> None:
+        if self.scheduler is not None:
+            self.scheduler.confirm(check, 0.0)
+
     def _recheck_others(self, site: str) -> None:
         # A site just went down from here: run the other sites' critical journeys now rather
         # than at their next tick (up to an interval away), so the standby is vouched for by a
@@ -351,7 +356,7 @@ class Agent:
             return
         for check in self.scheduler.checks:
             if check.critical and check.site not in (None, site):
-                self.scheduler.confirm(check.name, 0.0)
+                self._recheck(check.name)
 
     async def _verdict_loop(self) -> None:
         # The API serves the verdicts judged here: on every new result, peer view or control

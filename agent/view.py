@@ -122,6 +122,8 @@ class ViewTracker:
     # re-checks the other sites at once, so the verdict knows whether they still answer from
     # here (a failover target, or a vantage that lost its own network).
     on_down: Callable[[str], None] | None = None
+    # Called with a check's name to run it at once (the IdP check behind an auth failure).
+    on_recheck: Callable[[str], None] | None = None
     # The latest self-check outcome (`agent.self_check`): None when there is none.
     self_check_ok: bool | None = None
 
@@ -139,6 +141,12 @@ class ViewTracker:
         if result.kind != "journey" or not result.critical or result.site not in self.views:
             return
         blamed = self.blame_dependency(result)
+        idp = result.facts.get("idp")
+        auth_refused = blamed is None and result.reason is Reason.AUTH and isinstance(idp, str)
+        if auth_refused and self.on_recheck is not None:
+            # Refused at auth while the IdP check last passed: ask the IdP again now, so the
+            # next run knows whose fault it is before this site's failures add up to `down`.
+            self.on_recheck(f"idp/{idp}")
         view = self.views[result.site]
         if blamed is not None:
             # The site may be fine: a shared dependency fails. Failing over would not help, so

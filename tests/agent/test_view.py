@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agent.results import Reason, Result, StepResult
@@ -136,3 +138,16 @@ def test_tracker_says_when_a_site_enters_down_once_per_entry() -> None:
     for ok in (False, False, False, True, False):
         tracker.handle(result("a", ok))
     assert downs == ["a", "a"]  # down, recovering, down again
+
+
+def test_an_auth_failure_asks_the_idp_check_again_at_once() -> None:
+    rechecks: list[str] = []
+    tracker = ViewTracker(("a", "b"), Hysteresis(3, 2), on_recheck=rechecks.append)
+    refused = replace(result("a", False), reason=Reason.AUTH, facts={"idp": "corp"})
+    tracker.handle(refused)
+    assert rechecks == ["idp/corp"]
+    # Once the IdP check fails, the journey's auth failures are the IdP's: no recheck needed.
+    tracker.handle(replace(result("a", False), check="idp/corp", kind="idp", site=None))
+    tracker.handle(refused)
+    assert rechecks == ["idp/corp"]
+    assert tracker.views["a"].state is DG and tracker.views["a"].failures == 0
