@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOOP_LAG_PERIOD = 0.5
+VERDICT_MIN_GAP = 0.02
 OTLP_CLOSE_TIMEOUT = 5.0
 
 
@@ -381,10 +382,12 @@ class Agent:
                         v.verdict.value,
                         "; ".join(v.reasons[:3]),
                     )
+            # At most one judgement per VERDICT_MIN_GAP: a busy agent (hundreds of results a
+            # second) judges in batches; a quiet one judges each result as it comes.
+            await asyncio.sleep(VERDICT_MIN_GAP)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(1.0 - VERDICT_MIN_GAP):
                     await self._changed.wait()
-            await asyncio.sleep(0)  # what else arrived in this loop iteration, judged at once
 
     async def _loop_lag_monitor(self) -> None:
         while True:
