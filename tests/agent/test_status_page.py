@@ -1,5 +1,6 @@
 """The status page in a real headless Chromium, driven over the DevTools protocol, against an
-agent watching the simulated platform: rendering, live updates, escaping, outages, phones."""
+agent watching the simulated platform: rendering, live updates, escaping, outages, failovers and
+failbacks, holds, the last hour's timeline, phones."""
 
 from __future__ import annotations
 
@@ -25,7 +26,13 @@ import pytest
 from agent.demo.simulator import Fault, Platform
 from tests.fixtures.dnsmasq import Dnsmasq
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
-from tests.fixtures.platform import demo_config_data, running_agent, write_config
+from tests.fixtures.platform import (
+    SITES,
+    demo_config_data,
+    running_agent,
+    three_agents,
+    write_config,
+)
 from tests.fixtures.postgres import PgPair
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,6 +49,10 @@ CHROMIUM_FLAGS = (
 )
 STATUS_PAGE = Path(__file__).resolve().parents[2] / "agent" / "static" / "status.html"
 SCREENSHOT_FOR_THE_LEAD = Path("/tmp/status-page.png")
+FAILED_OVER_SCREENSHOT = Path("/tmp/status-page-failed-over.png")
+HELD_SCREENSHOT = Path("/tmp/status-page-held.png")
+ADMIN_TOKEN = "status-page-admin-token"
+CLOCK = r"(\d\d:\d\d:\d\d|\d{4}-\d\d-\d\d \d\d:\d\d) UTC"  # how the page writes times
 HOSTILE_SITE = "<script>alert(1)</script>x"
 HOSTILE_JOURNEY = "<img src=x onerror=alert(2)>"
 
@@ -49,6 +60,11 @@ HOSTILE_JOURNEY = "<img src=x onerror=alert(2)>"
 SNAPSHOT = """(() => {
   const cells = (tr) => [...tr.cells].map((c) => c.textContent);
   const banner = document.getElementById("banner");
+  const outage = document.getElementById("outage");
+  const text = (root, selector) => {
+    const node = root.querySelector(selector);
+    return node ? node.textContent : null;
+  };
   return {
     rows: [...document.querySelectorAll("#matrix tbody tr[data-site]")].map((tr) => ({
       site: tr.dataset.site,
@@ -70,7 +86,27 @@ SNAPSHOT = """(() => {
         .map((p) => p.textContent)])),
     dependencies: Object.fromEntries([...document.querySelectorAll("#dependencies [data-kind]")]
       .map((d) => [d.dataset.kind, [...d.querySelectorAll("tr[data-check]")].map(cells)])),
+    cards: Object.fromEntries([...document.querySelectorAll("#sites article[data-site]")]
+      .map((a) => [a.dataset.site, {
+        verdict: text(a, ".card-head .verdict"),
+        flags: [...a.querySelectorAll(".card-head .flag")].map((b) => b.textContent),
+        current: text(a, ".card-head .current .badge"),
+        latch: text(a, ".latch-line"),
+        hold: text(a, ".hold-line"),
+        hints: Object.fromEntries([...a.querySelectorAll("[data-hint]")]
+          .map((h) => [h.dataset.hint, h.textContent])),
+      }])),
+    timeline: Object.fromEntries([...document.querySelectorAll("#timeline article[data-site]")]
+      .map((a) => [a.dataset.site, {
+        bands: Object.fromEntries([...a.querySelectorAll(".band")].map((b) =>
+          [b.dataset.band, [...b.querySelectorAll(".seg")].map((s) => s.dataset.state)])),
+        ticks: [...a.querySelectorAll(".tick")].map((t) => ({
+          kind: t.dataset.kind, title: t.title, left: parseFloat(t.style.left)})),
+        axis: [...a.querySelectorAll(".axis span")].map((s) => s.textContent),
+        actions: [...a.querySelectorAll(".tl-actions li")].map((li) => li.textContent),
+      }])),
     banner: banner.hidden ? null : banner.textContent,
+    outage: outage.hidden ? null : [...outage.children].map((p) => p.textContent),
     stale: document.body.classList.contains("stale"),
     refreshes: Number(document.documentElement.dataset.refreshes || 0),
     scripts: document.querySelectorAll("script").length,
@@ -79,6 +115,23 @@ SNAPSHOT = """(() => {
     text: document.body.innerText,
   };
 })()"""
+
+
+# --------------------------------------------------------------------------------------------
+# The computed colours of one site's verdict band, and the outage banner's for comparison.
+VERDICT_BAND_COLOURS = """((site) => {
+  const article = [...document.querySelectorAll("#timeline article[data-site]")]
+    .find((a) => a.dataset.site === site);
+  const colour = (node) => getComputedStyle(node).backgroundColor;
+  return {
+    segments: [...article.querySelectorAll('.band[data-band="verdict"] .seg')].map((s) => ({
+      state: s.dataset.state,
+      colour: colour(s),
+      end: parseFloat(s.style.left) + parseFloat(s.style.width),
+    })),
+    outage: colour(document.getElementById("outage")),
+  };
+})"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +384,22 @@ def verdicts(shown: dict[str, Any]) -> dict[str, str]:
     return {row["site"]: row["verdict"] for row in shown["rows"]}
 
 
+async def operator(agent_port: int, method: str, site: str, action: str, **body: str) -> None:
+    """An operator's control call, as `failsight failback` / `failsight hold` make it."""
+    url = f"http://127.0.0.1:{agent_port}/v1/sites/{site}/{action}"
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, json=body, headers=headers) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+async def verdict_band(page: Page, site: str) -> dict[str, Any]:
+    value: dict[str, Any] = await page.evaluate(f"{VERDICT_BAND_COLOURS}({json.dumps(site)})")
+    return value
+
+
 # --------------------------------------------------------------------------------------------
 # Tests
 
@@ -381,6 +450,8 @@ async def test_page_renders_the_verdict_and_follows_a_site_outage_without_reload
             assert dns_row[3].startswith("resolves to aws-use1 · answers 127.0.0.11"), dns_row
             (tls_row,) = shown["dependencies"]["tls"]
             assert tls_row[2] == "failed [connect]"
+            assert shown["outage"] is None
+            assert "[object " not in shown["text"]  # every piece rendered as a node, not a string
             # Freshness of every piece, as "N s ago".
             assert re.search(r"verdict generated \d+s ago", shown["text"])
             assert re.search(r"ran \d+s ago", shown["text"])
@@ -390,12 +461,18 @@ async def test_page_renders_the_verdict_and_follows_a_site_outage_without_reload
             await page.evaluate("window.sameDocument = 'yes'")
             before = shown["refreshes"]
             platform.set_fault("aws-use1", Fault(kind="outage"))
-            shown = await page.wait_until(
-                lambda s: verdicts(s).get("aws-use1") == "failover_recommended"
-            )
+            # The verdict recommends the failover and latches it at once: failed over it stays.
+            shown = await page.wait_until(lambda s: verdicts(s).get("aws-use1") == "failed_over")
             assert await page.evaluate("window.sameDocument") == "yes"
             assert shown["refreshes"] > before
+            bands = (await page.wait_until(lambda s: s["timeline"]["aws-use1"]["ticks"]))[
+                "timeline"
+            ]["aws-use1"]["bands"]
+            assert bands["verdict"][0] == "healthy", bands
+            assert bands["verdict"][-2:] == ["failover_recommended", "failed_over"], bands
+            assert bands["aws-use1"][0] == "up" and bands["aws-use1"][-1] == "down", bands
             reasons = shown["reasons"]["aws-use1"]
+            assert reasons[0].startswith("failed over to gcp-euw1 at "), reasons
             assert any(r.startswith("down in 1 of 1 views (quorum 1)") for r in reasons)
             assert any("[http_status]" in r for r in reasons)
             assert any(r.startswith("orders-db lag ") and "within RPO 30s" in r for r in reasons)
@@ -406,7 +483,13 @@ async def test_page_renders_the_verdict_and_follows_a_site_outage_without_reload
             assert shown["reasons"]["gcp-euw1"] == []
             assert "No reasons to report." in shown["text"]
             assert shown["rows"][0]["vantages"] == {"aws-use1": "down"}
-            assert shown["title"].startswith("failover_recommended aws-use1")
+            assert shown["title"].startswith("failed_over aws-use1")
+            (line,) = shown["outage"]
+            assert re.fullmatch(
+                r"aws-use1 failed over to gcp-euw1 at \d\d:\d\d:\d\d UTC \(latched\): its "
+                r"health endpoint answers 503 until failback\.",
+                line,
+            ), line
             shown = await page.wait_until(
                 lambda s: (
                     s["steps"]["journey/order-to-invoice/aws-use1"][0][1] == "failed [http_status]"
@@ -423,6 +506,7 @@ async def test_page_renders_the_verdict_and_follows_a_site_outage_without_reload
                 "",
                 "v1/verdict",
                 "v1/results",
+                "v1/timeline",
             }
 
 
@@ -487,6 +571,272 @@ async def test_banner_when_the_api_cannot_be_reached_keeps_the_last_data_marked_
     assert page.named("Runtime.exceptionThrown") == []
 
 
+async def test_a_failed_over_site_shows_the_latch_the_failback_hint_and_the_last_hour(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    data = base_config(platform)
+    data["agent"]["admin_token"] = ADMIN_TOKEN
+    data["verdict"]["flap_threshold"] = 1  # its first entry into down already counts
+    config = write_config(tmp_path / "failsight.yaml", data)
+    async with running_agent(config) as agent:
+        url = f"http://127.0.0.1:{agent.port}/?refresh=1"
+        async with open_page(chromium, url) as page:
+            shown = await page.wait_until(
+                lambda s: verdicts(s) == {"aws-use1": "healthy", "gcp-euw1": "healthy"}
+            )
+            assert shown["timeline"]["aws-use1"]["ticks"] == []
+            assert shown["cards"]["aws-use1"]["hints"] == {}
+
+            platform.set_fault("aws-use1", Fault(kind="outage"))
+            shown = await page.wait_until(
+                lambda s: (
+                    verdicts(s).get("aws-use1") == "failed_over"
+                    and s["timeline"]["aws-use1"]["bands"]["verdict"][-1:] == ["failed_over"]
+                )
+            )
+            card = shown["cards"]["aws-use1"]
+            assert card["verdict"] == "failed_over" and card["flags"] == ["flapping"], card
+            assert re.fullmatch(
+                rf"Failed over to gcp-euw1 at {CLOCK} \(\d+s ago\), latched by verdict@aws-use1: "
+                r"its health endpoint answers 503 until failback\.",
+                card["latch"],
+            ), card["latch"]
+            assert card["hints"] == {
+                "failback": "Failback is manual: when aws-use1 is ready, run "
+                "failsight failback aws-use1."
+            }
+            assert card["hold"] is None
+            (row,) = [r for r in shown["rows"] if r["site"] == "aws-use1"]
+            assert row["vantages"] == {"aws-use1": "down"}
+
+            # The last hour: the latch is marked where the verdict band turns to the outage
+            # colour, and that band runs up to now.
+            timeline = shown["timeline"]["aws-use1"]
+            assert timeline["axis"] == ["-60m", "-45m", "-30m", "-15m", "now"]
+            (tick,) = timeline["ticks"]
+            assert tick["kind"] == "latch" and 95 < tick["left"] <= 100, tick
+            assert re.fullmatch(
+                rf"{CLOCK} latch by verdict@aws-use1 to gcp-euw1: down in 1 of 1 views .+",
+                tick["title"],
+            ), tick["title"]
+            assert [a.split(" UTC ", 1)[1] for a in timeline["actions"]] == [
+                tick["title"].split(" UTC ", 1)[1]
+            ]
+            band = await verdict_band(page, "aws-use1")
+            first, last = band["segments"][0], band["segments"][-1]
+            assert last["state"] == "failed_over" and last["colour"] == band["outage"], band
+            assert last["end"] == pytest.approx(100, abs=0.01), band
+            assert first["state"] == "healthy" and first["colour"] != band["outage"], band
+            assert shown["timeline"]["gcp-euw1"]["ticks"] == []
+            assert set(shown["timeline"]["gcp-euw1"]["bands"]["verdict"]) == {"healthy"}
+            assert "[object " not in shown["text"]
+            await page.screenshot(tmp_path / "failed-over.png", FAILED_OVER_SCREENSHOT)
+
+            # Zoomed into the last 5 minutes, the same history spreads wider.
+            await page.evaluate("document.querySelector('#zoom [data-minutes=\"5\"]').click()")
+            shown = await page.wait_until(lambda s: s["timeline"]["aws-use1"]["axis"][0] == "-5m")
+            assert shown["timeline"]["aws-use1"]["axis"] == [
+                "-5m",
+                "-4m",
+                "-3m",
+                "-2m",
+                "-1m",
+                "now",
+            ]
+            zoomed = await verdict_band(page, "aws-use1")
+            assert [s["state"] for s in zoomed["segments"]] == [
+                s["state"] for s in band["segments"]
+            ]
+            (tick,) = shown["timeline"]["aws-use1"]["ticks"]
+            assert 50 < tick["left"] < 100, tick
+
+            # It answers again: still failed over (latched), and the page says what the
+            # evidence says now; the vantage's band shows the way back.
+            platform.recover("aws-use1")
+            shown = await page.wait_until(
+                lambda s: (
+                    s["cards"]["aws-use1"]["current"] == "healthy"
+                    and s["timeline"]["aws-use1"]["bands"]["aws-use1"][-1:] == ["up"]
+                )
+            )
+            assert verdicts(shown)["aws-use1"] == "failed_over"
+            assert shown["cards"]["aws-use1"]["hints"]["failback"].startswith("Failback is manual")
+            states = shown["timeline"]["aws-use1"]["bands"]["aws-use1"]
+            assert states[-3:] == ["down", "recovering", "up"], states
+
+            await operator(agent.port, "POST", "aws-use1", "failback", by="alice", reason="ok")
+            shown = await page.wait_until(
+                lambda s: (
+                    verdicts(s).get("aws-use1") == "healthy"
+                    and len(s["timeline"]["aws-use1"]["ticks"]) == 2
+                )
+            )
+            assert shown["outage"] is None
+            card = shown["cards"]["aws-use1"]
+            assert card["latch"] is None and card["hints"] == {}, card
+            latch, failback = shown["timeline"]["aws-use1"]["ticks"]
+            assert latch["kind"] == "latch" and failback["kind"] == "failback"
+            assert failback["title"].endswith(" failback by alice via aws-use1: ok"), failback
+            assert shown["timeline"]["aws-use1"]["bands"]["verdict"][-2:] == [
+                "failed_over",
+                "healthy",
+            ]
+            page.assert_no_page_errors()
+
+
+async def test_automatic_failback_shows_its_progress_and_is_marked(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    data = base_config(platform)
+    data["verdict"]["failback"] = {"policy": "auto", "stable_for": "5s"}
+    config = write_config(tmp_path / "failsight.yaml", data)
+    async with running_agent(config) as agent:
+        url = f"http://127.0.0.1:{agent.port}/?refresh=1"
+        async with open_page(chromium, url) as page:
+            await page.wait_until(lambda s: verdicts(s).get("aws-use1") == "healthy")
+            platform.set_fault("aws-use1", Fault(kind="outage"))
+            shown = await page.wait_until(lambda s: verdicts(s).get("aws-use1") == "failed_over")
+            assert shown["cards"]["aws-use1"]["hints"] == {
+                "failback": "Failback is automatic once aws-use1 has been up in a quorum of views "
+                "for 5s: it is not up in a quorum of views yet."
+            }
+            platform.recover("aws-use1")
+            shown = await page.wait_until(
+                lambda s: "so far" in s["cards"]["aws-use1"]["hints"].get("failback", "")
+            )
+            assert re.fullmatch(
+                r"Failback is automatic once aws-use1 has been up in a quorum of views for 5s: "
+                r"up for [0-5]s so far\.",
+                shown["cards"]["aws-use1"]["hints"]["failback"],
+            ), shown["cards"]["aws-use1"]["hints"]
+            assert verdicts(shown)["aws-use1"] == "failed_over"
+            shown = await page.wait_until(
+                lambda s: (
+                    verdicts(s).get("aws-use1") == "healthy"
+                    and len(s["timeline"]["aws-use1"]["ticks"]) == 2
+                ),
+                timeout=15,
+            )
+            assert [t["kind"] for t in shown["timeline"]["aws-use1"]["ticks"]] == [
+                "latch",
+                "failback",
+            ]
+            failback = shown["timeline"]["aws-use1"]["ticks"][1]["title"]
+            assert " failback by policy:auto@aws-use1: up in a quorum of views for 5s" in failback
+            page.assert_no_page_errors()
+
+
+async def test_held_sites_show_who_why_until_when_and_how_to_lift(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    data = base_config(platform)
+    data["agent"]["admin_token"] = ADMIN_TOKEN
+    data["maintenance"] = [
+        {
+            "name": "upgrade",
+            "sites": ["aws-use1"],
+            "reason": "db upgrade",
+            "start": "2020-01-01T00:00:00Z",
+            "end": "2099-01-01T00:00:00Z",
+        }
+    ]
+    config = write_config(tmp_path / "failsight.yaml", data)
+    async with running_agent(config) as agent:
+        url = f"http://127.0.0.1:{agent.port}/?refresh=1"
+        async with open_page(chromium, url) as page:
+            shown = await page.wait_until(
+                lambda s: verdicts(s) == {"aws-use1": "held", "gcp-euw1": "healthy"}
+            )
+            card = shown["cards"]["aws-use1"]
+            assert re.fullmatch(
+                r"Held by maintenance upgrade until 2099-01-01 00:00 UTC \(in \d+d\): db upgrade\. "
+                r"It is never failed over while held\.",
+                card["hold"],
+            ), card["hold"]
+            assert card["hints"] == {
+                "lift": "A maintenance window from the config: it ends by itself; to end it "
+                "sooner, edit maintenance: in the config."
+            }
+            assert shown["outage"] is None
+
+            # An operator holds the standby too (text with markup in it stays text).
+            reason = "network change <b>CHG-1</b>"
+            await operator(
+                agent.port, "POST", "gcp-euw1", "hold", by="bob", reason=reason, **{"for": "2h"}
+            )
+            shown = await page.wait_until(lambda s: verdicts(s).get("gcp-euw1") == "held")
+            card = shown["cards"]["gcp-euw1"]
+            assert re.fullmatch(
+                rf"Held by bob via aws-use1 until {CLOCK} \(in 1h 59m\): {re.escape(reason)}\. "
+                r"It is never failed over while held\.",
+                card["hold"],
+            ), card["hold"]
+            assert card["hints"] == {"lift": "Lift it early with failsight hold gcp-euw1 --lift."}
+
+            # The held primary goes down: it stays held, the evidence says what it would be.
+            platform.set_fault("aws-use1", Fault(kind="outage"))
+            shown = await page.wait_until(
+                lambda s: s["cards"]["aws-use1"]["current"] == "failover_unsafe"
+            )
+            assert verdicts(shown) == {"aws-use1": "held", "gcp-euw1": "held"}
+            assert shown["outage"] is None and shown["rows"][0]["vantages"] == {"aws-use1": "down"}
+            assert shown["timeline"]["aws-use1"]["bands"]["verdict"] == ["held"]
+            assert shown["timeline"]["aws-use1"]["ticks"] == []  # never latched
+            (hold,) = shown["timeline"]["gcp-euw1"]["ticks"]
+            assert hold["kind"] == "hold" and re.fullmatch(
+                rf"{CLOCK} hold by bob via aws-use1 until {CLOCK}: {re.escape(reason)}",
+                hold["title"],
+            ), hold
+            band = await verdict_band(page, "aws-use1")
+            assert {s["state"] for s in band["segments"]} == {"held"}
+            assert band["segments"][0]["colour"] != band["outage"], band
+            await page.screenshot(tmp_path / "held.png", HELD_SCREENSHOT)
+
+            await operator(agent.port, "DELETE", "gcp-euw1", "hold", by="bob")
+            shown = await page.wait_until(
+                lambda s: (
+                    verdicts(s).get("gcp-euw1") == "healthy"
+                    and len(s["timeline"]["gcp-euw1"]["ticks"]) == 2
+                )
+            )
+            assert shown["cards"]["gcp-euw1"]["hold"] is None
+            assert [t["kind"] for t in shown["timeline"]["gcp-euw1"]["ticks"]] == ["hold", "lift"]
+            assert shown["timeline"]["gcp-euw1"]["bands"]["verdict"][-2:] == ["held", "healthy"]
+            assert verdicts(shown)["aws-use1"] == "held"
+            # No element came out of the operator's text.
+            assert await page.evaluate("document.querySelectorAll('main b').length") == 0
+            page.assert_no_page_errors()
+
+
+async def test_total_outage_banner_when_every_vantage_sees_every_site_down(
+    chromium: Chromium, platform: Platform
+) -> None:
+    async with three_agents(platform) as agents:
+        url = f"http://127.0.0.1:{agents[0].port}/?refresh=1"
+        async with open_page(chromium, url) as page:
+            shown = await page.wait_until(
+                lambda s: (
+                    verdicts(s) == {"aws-use1": "healthy", "gcp-euw1": "healthy"}
+                    and len(s["rows"][0]["vantages"]) == 3
+                )
+            )
+            for site in SITES:
+                platform.set_fault(site, Fault(kind="outage"))
+            shown = await page.wait_until(
+                lambda s: (
+                    bool(s["outage"])
+                    and all("total outage" in card["flags"] for card in s["cards"].values())
+                )
+            )
+            assert shown["outage"][0].startswith(
+                "TOTAL OUTAGE: every site is down from every vantage."
+            ), shown["outage"]
+            assert not any(r["verdict"] == "failed_over" for r in shown["rows"])
+            bands = shown["timeline"]["gcp-euw1"]["bands"]
+            assert set(bands) == {"verdict", "aws-use1", "gcp-euw1", "azure-weu"}
+            page.assert_no_page_errors()
+
+
 async def test_page_fits_a_phone_screen(
     chromium: Chromium, platform: Platform, tmp_path: Path
 ) -> None:
@@ -495,6 +845,11 @@ async def test_page_fits_a_phone_screen(
         url = f"http://127.0.0.1:{agent.port}/?refresh=1"
         async with open_page(chromium, url, phone=True) as page:
             await page.wait_until(lambda s: len(s["steps"]) == 2)
+            # A failed-over site puts the most on the page: the banner, hints, marks.
+            platform.set_fault("aws-use1", Fault(kind="outage"))
+            await page.wait_until(
+                lambda s: bool(s["outage"] and s["timeline"]["aws-use1"]["ticks"])
+            )
             layout = await page.evaluate(
                 "({width: window.innerWidth, page: document.documentElement.scrollWidth,"
                 " font: parseFloat(getComputedStyle(document.body).fontSize)})"
