@@ -16,8 +16,6 @@ from agent.logs import LogsConfig
 from agent.otlp_config import OtlpCollectorConfig
 from agent.peers import PeerConfig
 from agent.slo import SloConfig
-from agent.verdict import FailbackPolicy
-from agent.view import Hysteresis
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
 from probes.dns import DnsConfig
 from probes.idp import IdpConfig
@@ -104,15 +102,6 @@ class VerdictConfig(Model):
     flap_threshold: float = Field(default=3.0, ge=1.0, le=100.0)
     flap_half_life: Duration = 600.0
 
-    @property
-    def hysteresis(self) -> Hysteresis:
-        return Hysteresis(
-            self.failure_threshold,
-            self.recovery_threshold,
-            self.flap_threshold,
-            self.flap_half_life,
-        )
-
 
 class PrometheusConfig(Model):
     enabled: bool = True
@@ -144,10 +133,6 @@ class Config(Model):
     def journey_sites(self, journey: JourneyConfig) -> list[SiteConfig]:
         names = journey.sites
         return [s for s in self.sites if names is None or s.name in names]
-
-    def failback_policy(self, site: SiteConfig) -> FailbackPolicy:
-        chosen = site.failback or self.verdict.failback
-        return FailbackPolicy(auto=chosen.policy == "auto", stable_for=chosen.stable_for)
 
     @property
     def vantages(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from agent import __version__
 from agent.api import build_app
-from agent.config import Config, load_config
+from agent.config import Config, SiteConfig, load_config
 from agent.control import Action, ActionKind, ControlStore, maintenance_holds
 from agent.logs import log_result
 from agent.metrics import CATALOGUE, MetricType, Sample
@@ -28,6 +28,7 @@ from agent.scheduler import Scheduler
 from agent.sinks import FanOut
 from agent.timeline import Timeline
 from agent.verdict import (
+    FailbackPolicy,
     SiteOpinion,
     SiteVerdict,
     VantageView,
@@ -36,7 +37,7 @@ from agent.verdict import (
     dependency_reasons,
     replication_states,
 )
-from agent.view import SiteState, ViewTracker
+from agent.view import Hysteresis, SiteState, ViewTracker
 from agent.yamlsource import ConfigInvalid
 from probes import registry
 from probes.base import ProbeContext
@@ -63,7 +64,7 @@ class Agent:
         self.prometheus = PrometheusSink(config.agent.vantage)
         self.views = ViewTracker(
             tuple(s.name for s in config.sites),
-            config.verdict.hysteresis,
+            hysteresis(config),
             on_unsettled=self._confirm,
             on_down=self._recheck_others,
             on_recheck=self._recheck,
@@ -225,7 +226,7 @@ class Agent:
             {(c.site, c.target) for c in checks if c.kind == "journey" and c.site},
         )
         self.views.reconfigure(
-            tuple(s.name for s in new.sites), {c.name for c in checks}, new.verdict.hysteresis
+            tuple(s.name for s in new.sites), {c.name for c in checks}, hysteresis(new)
         )
         self.verdicts = {k: v for k, v in self.verdicts.items() if k in self.views.views}
         self._start_peers()
@@ -271,7 +272,7 @@ class Agent:
             replication=replication_states(self.views.latest.values()),
             previous=self.verdicts,
             controls=self.control.controls(now, maintenance_holds(config.maintenance, now)),
-            failback={s.name: config.failback_policy(s) for s in config.sites},
+            failback={s.name: failback_policy(config, s) for s in config.sites},
         )
         for site, v in verdicts.items():
             if v.verdict is Verdict.FAILOVER_RECOMMENDED:
@@ -462,6 +463,16 @@ def _bound_port(runner: web.AppRunner) -> int:
         if isinstance(address, tuple):
             return int(address[1])
     raise RuntimeError("the API server is not bound")
+
+
+def hysteresis(config: Config) -> Hysteresis:
+    v = config.verdict
+    return Hysteresis(v.failure_threshold, v.recovery_threshold, v.flap_threshold, v.flap_half_life)
+
+
+def failback_policy(config: Config, site: SiteConfig) -> FailbackPolicy:
+    chosen = site.failback or config.verdict.failback
+    return FailbackPolicy(auto=chosen.policy == "auto", stable_for=chosen.stable_for)
 
 
 def probe_context(config: Config, http: aiohttp.ClientSession) -> ProbeContext:

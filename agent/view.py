@@ -7,7 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from agent.results import Reason, Result
-from probes.selfcheck import KIND as SELF_CHECK_KIND
+
+# The vantage self-check's results (probes/selfcheck.py) feed the impairment judgement.
+SELF_CHECK_KIND = "self_check"
 
 
 class SiteState(enum.StrEnum):

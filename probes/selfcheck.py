@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from agent.config import Config
     from agent.results import Result
 
-KIND = "self_check"
+KIND = "self_check"  # agent.view.SELF_CHECK_KIND: its results settle this vantage's impairment
 
 
 class SelfCheckConfig(Model):
