@@ -12,6 +12,7 @@ declare -A need=(
   [/usr/bin/prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [/usr/sbin/dnsmasq]=dnsmasq
   [/usr/bin/chromium]=chromium
+  [/usr/sbin/haproxy]=haproxy
 )
 missing=()
 for path in "${!need[@]}"; do
@@ -33,7 +34,8 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -q
 "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 # Debian's packages may start services at install time; the tests start their own instances.
-for svc in prometheus prometheus-alertmanager prometheus-blackbox-exporter dnsmasq postgresql; do
+for svc in prometheus prometheus-alertmanager prometheus-blackbox-exporter dnsmasq postgresql \
+  haproxy; do
   "${sudo_cmd[@]}" systemctl stop "$svc" >/dev/null 2>&1 || true
   "${sudo_cmd[@]}" service "$svc" stop >/dev/null 2>&1 || true
 done
