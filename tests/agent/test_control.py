@@ -217,9 +217,11 @@ async def test_a_total_outage_is_unsafe_not_unknown_and_never_latched(
         for site in (PRIMARY, "gcp-euw1"):
             platform.set_fault(site, Fault(kind="outage"))
         await wait_for(
-            lambda: (
-                all(a.verdicts[PRIMARY].total_outage for a in agents)
-                and all(word(a) == "failover_unsafe" for a in agents)
+            lambda: all(
+                a.verdicts[PRIMARY].total_outage
+                and word(a) == "failover_unsafe"
+                and set(a.verdicts[PRIMARY].quorum.vantages.values()) == {"down"}
+                for a in agents
             ),
             timeout=15,
         )
