@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from agent.control import ActionKind, clean_text, hold_until
+from agent.control import ActionKind, ControlConflict, clean_text, hold_until
 from agent.verdict import FAILOVER_VERDICTS, dependencies_json, verdict_json
 
 if TYPE_CHECKING:
@@ -243,11 +243,10 @@ async def _act(
             raise ValueError("a reason is required: say why the site is held")
         until = hold_until(body, time.time()) if kind is ActionKind.HOLD else None
         action = agent.control_action(kind, site, by=by, reason=reason, until=until)
-    except ValueError as exc:
-        status = 409 if "not failed over" in str(exc) or "not held" in str(exc) else 400
-        if "from the config" in str(exc):
-            status = 409
-        return web.json_response({"error": str(exc)}, status=status)
+    except ControlConflict as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    except ValueError as exc:  # the request itself: a bad duration, time or text
+        return web.json_response({"error": str(exc)}, status=400)
     return web.json_response(
         {"action": action.to_json(), "verdict": _site_json(agent, site)}, status=200
     )

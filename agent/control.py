@@ -150,6 +150,11 @@ def clean_text(value: object, what: str, *, limit: int = MAX_TEXT) -> str:
     return value
 
 
+class ControlConflict(ValueError):
+    """An operator action the site's current state does not allow (HTTP 409): a failback of a
+    site that is not failed over, a lift of a hold that is not there or comes from config."""
+
+
 # --- what the verdict reads ------------------------------------------------------------------
 
 
@@ -469,6 +474,7 @@ def iso(ts: float) -> str:
 __all__ = [
     "Action",
     "ActionKind",
+    "ControlConflict",
     "ControlStore",
     "Controls",
     "Hold",

@@ -17,7 +17,13 @@ from aiohttp import web
 from agent import __version__
 from agent.api import build_app
 from agent.config import Config, SiteConfig, load_config
-from agent.control import Action, ActionKind, ControlStore, maintenance_holds
+from agent.control import (
+    Action,
+    ActionKind,
+    ControlConflict,
+    ControlStore,
+    maintenance_holds,
+)
 from agent.logs import log_result
 from agent.metrics import CATALOGUE, MetricType, Sample
 from agent.otlp_config import build_resource
@@ -310,22 +316,23 @@ class Agent:
         reason: str,
         until: float | None = None,
     ) -> Action:
-        """An operator's action (API): refused with ValueError when it makes no sense now."""
+        """An operator's action (API); ControlConflict when the site's state does not allow it."""
         now = time.time()
-        self.refresh_verdicts()
-        current = self.verdicts.get(site)
+        current = self.refresh_verdicts().get(site)
         latched_at: float | None = None
         if kind is ActionKind.FAILBACK:
-            latch = self.control.controls(now).latches.get(site)
+            latch = current.latch if current is not None else None
             if latch is None:
-                raise ValueError(f"site {site} is not failed over: there is nothing to fail back")
+                raise ControlConflict(
+                    f"site {site} is not failed over: there is nothing to fail back"
+                )
             latched_at = latch.at
         elif kind is ActionKind.LIFT:
             held = current.hold if current is not None else None
             if held is None:
-                raise ValueError(f"site {site} is not held")
+                raise ControlConflict(f"site {site} is not held")
             if held.source == "maintenance":
-                raise ValueError(
+                raise ControlConflict(
                     f"site {site} is held by {held.by} from the config: edit "
                     "`maintenance:` to end it"
                 )
