@@ -9,6 +9,7 @@ import time
 from typing import Literal
 
 from agent.configtypes import Model
+from agent.redact import redact
 from agent.results import Result
 
 RUN_LOGGER = "failsight.run"
@@ -54,7 +55,10 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, default=str, ensure_ascii=False, separators=(",", ":"))
+        line = json.dumps(out, default=str, ensure_ascii=False, separators=(",", ":"))
+        # Last, on the whole line: whatever put a secret into a message, an extra field or a
+        # traceback (an exception quoting a DSN, a target's echo), it does not reach the log.
+        return redact(line)
 
 
 class _FailsightHandler(logging.StreamHandler):  # type: ignore[type-arg]

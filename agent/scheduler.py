@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 
+from agent.redact import redact_result
 from agent.results import Reason, Result
 from agent.sinks import Sink
 from probes.base import Check, ProbeContext, new_run_id, wall_now
@@ -52,6 +53,7 @@ class Scheduler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._checks: dict[str, Check] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
+        self._due: dict[str, float] = {}  # each check's next tick on its grid (monotonic)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._confirming: dict[str, asyncio.Task[None]] = {}
         self._confirmation_runs: set[str] = set()  # checks whose run in flight confirms
@@ -102,8 +104,18 @@ class Scheduler:
         self._checks = {c.name: c for c in checks}
         for task in (*self._loops.values(), *self._confirming.values()):
             task.cancel()
+        # A check that stays keeps its place on the grid: a reload (a SIGHUP storm) must not
+        # re-draw the random offset and run it again early. One whose interval changed keeps
+        # its next tick if that comes within the new interval.
+        now = time.monotonic()
+        kept = {
+            name: min(due, now + self._checks[name].interval)
+            for name, due in self._due.items()
+            if name in self._checks
+        }
+        self._due = kept
         self._loops = {
-            name: self._tg.create_task(self._loop(check), name=f"loop {name}")
+            name: self._tg.create_task(self._loop(check, kept.get(name)), name=f"loop {name}")
             for name, check in self._checks.items()
         }
         for name, check in old.items():
@@ -116,18 +128,22 @@ class Scheduler:
             await asyncio.wait([running])
         await check.close()
 
-    async def _loop(self, check: Check) -> None:
-        # A random first offset spreads checks over time; capped, so that a check with a long
-        # interval (TLS: 5 minutes) still reports soon after start.
-        offset = self._rng.uniform(0, min(check.interval, MAX_FIRST_OFFSET))
-        # The grid starts at the planned offset, not when the sleep returned: checks whose
-        # first sleeps end in the same stall (start-up, a full collection) would otherwise
-        # share one `due` and tick in lockstep for good, a burst and a loop stall per interval.
-        due = time.monotonic() + offset
-        await asyncio.sleep(offset)
+    async def _loop(self, check: Check, due: float | None = None) -> None:
+        if due is None:
+            # A random first offset spreads checks over time; capped, so that a check with a
+            # long interval (TLS: 5 minutes) still reports soon after start.
+            offset = self._rng.uniform(0, min(check.interval, MAX_FIRST_OFFSET))
+            # The grid starts at the planned offset, not when the sleep returned: checks whose
+            # first sleeps end in the same stall (start-up, a full collection) would otherwise
+            # share one `due` and tick in lockstep for good, a burst and a loop stall per
+            # interval.
+            due = time.monotonic() + offset
+        self._due[check.name] = due
+        await asyncio.sleep(due - time.monotonic())
         while True:
             self.tick(check)
             due, missed = next_due(due, check.interval, time.monotonic())
+            self._due[check.name] = due
             if missed:
                 self._count_skip(check, missed)
             await asyncio.sleep(due - time.monotonic())
@@ -184,7 +200,12 @@ def _forget(tasks: dict[str, asyncio.Task[None]], name: str, task: asyncio.Task[
 
 
 async def run_check(check: Check, ctx: ProbeContext) -> Result:
-    """One run with the scheduler's guarantees: a hard time limit and no exception escaping."""
+    """One run with the scheduler's guarantees: a hard time limit, no exception escaping, and
+    no secret the process holds in its text (a target may echo our headers back)."""
+    return redact_result(await _run_check(check, ctx))
+
+
+async def _run_check(check: Check, ctx: ProbeContext) -> Result:
     started_at = wall_now()
     start = time.monotonic()
     try:
