@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from agent import __version__
 from agent.config import Config, load_config
-from agent.yamlsource import ConfigInvalid
+from agent.yamlsource import ConfigInvalid, ConfigUnreadable
 
 T = TypeVar("T")
 
@@ -40,6 +40,20 @@ def _load(path: str) -> Config | None:
         return None
 
 
+def _load_for_start(path: str) -> Config | int:
+    """The config for a command that starts work (`run`, `once`), or its exit code: 1 when
+    the file cannot be read at all (a start-up failure, one line), 2 when it is invalid."""
+    try:
+        return load_config(path)
+    except ConfigUnreadable as exc:
+        print(f"failsight: {exc.errors[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigInvalid as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return EXIT_INVALID
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     if _load(args.file) is None:
         return EXIT_INVALID
@@ -50,22 +64,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.logs import configure_logging
     from agent.runtime import Agent
+    from agent.startup import StartupError, startup_problem
 
-    config = _load(args.config)
-    if config is None:
-        return EXIT_INVALID
+    config = _load_for_start(args.config)
+    if isinstance(config, int):
+        return config
     if args.log_level is None:
         configure_logging(config.telemetry.logs.level, config.telemetry.logs.stdout)
-    run_async(Agent(config, args.config).run())
+    problem = startup_problem(config)
+    if problem is None:
+        try:
+            run_async(Agent(config, args.config).run())
+        except StartupError as exc:
+            problem = str(exc)
+    if problem is not None:
+        # One line and exit 1, no traceback: a second agent on a busy port, a privileged
+        # port, an unwritable state dir are the operator's to fix, not a bug to debug.
+        print(f"failsight: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
 def cmd_once(args: argparse.Namespace) -> int:
     from agent.once import run_once
 
-    config = _load(args.config)
-    if config is None:
-        return EXIT_INVALID
+    config = _load_for_start(args.config)
+    if isinstance(config, int):
+        return config
     results = run_async(run_once(config, args.check))
     if not results:
         print(f"no check matches {args.check!r}", file=sys.stderr)

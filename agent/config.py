@@ -7,14 +7,16 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
-from agent.configtypes import Duration, Model, Name, Secret
+from agent.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
 from agent.control import MaintenanceConfig
 from agent.logs import LogsConfig
 from agent.otlp_config import OtlpCollectorConfig
 from agent.peers import PeerConfig
+from agent.redact import REDACTOR
 from agent.slo import SloConfig
 from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
 from probes.dns import DnsConfig
@@ -32,7 +34,10 @@ class AgentConfig(Model):
     vantage: Name
     listen: str = "127.0.0.1:9747"
     concurrency: int = Field(default=64, ge=1, le=10_000)
-    shutdown_grace: Duration = 10.0
+    # Connections the API keeps open at once; beyond it the oldest idle one is closed first,
+    # so idle or half-open sockets can never lock out /healthz or the verdict.
+    max_connections: int = Field(default=256, ge=8, le=65_536)
+    shutdown_grace: Timeout = 10.0
     # Reuse HTTP connections between runs (cheaper); false opens a fresh connection per
     # request, so every run also measures DNS, TCP and TLS set-up, as blackbox_exporter does.
     keepalive: bool = True
@@ -98,7 +103,7 @@ class VerdictConfig(Model):
     failback: FailbackConfig = Field(default_factory=FailbackConfig)
     # After a failed critical run, re-run the journey this soon until the view settles (down,
     # or up again): detection in one interval plus (failure_threshold - 1) of these.
-    confirm_interval: Duration | None = None
+    confirm_interval: Interval | None = None
     flap_threshold: float = Field(default=3.0, ge=1.0, le=100.0)
     flap_half_life: Duration = 600.0
 
@@ -151,12 +156,19 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigInvalid([smap.error((), "the config must be a mapping of top-level keys")])
     try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigInvalid([_from_pydantic(err, smap) for err in exc.errors()]) from None
-    errors = [smap.error(loc, message) for loc, message in semantic_errors(config)]
-    if errors:
-        raise ConfigInvalid(errors)
+        try:
+            config = Config.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigInvalid([_from_pydantic(err, smap) for err in exc.errors()]) from None
+        errors = [smap.error(loc, message) for loc, message in semantic_errors(config)]
+        if errors:
+            raise ConfigInvalid(errors)
+    except ConfigInvalid as exc:
+        # A `${env:…}`/`${file:…}` value put in a field that quotes what it refuses (an
+        # interval, a site list) must not be printed: redact every value the loader resolved.
+        raise smap.redacted(exc) from None
+    # From here on the process redacts this config's secrets from everything it emits.
+    REDACTOR.add(*secrets_in(config))
     return config
 
 
@@ -172,8 +184,70 @@ def _from_pydantic(err: Any, smap: SourceMap) -> ConfigError:
     return smap.error(loc, message)
 
 
+def models_in(value: object, loc: Loc = ()) -> Iterator[tuple[Loc, BaseModel]]:
+    """Every config model nested in `value` (itself included), with its location in the file
+    (YAML keys, i.e. aliases)."""
+    if isinstance(value, BaseModel):
+        yield loc, value
+        for name, info in type(value).model_fields.items():
+            yield from models_in(getattr(value, name), (*loc, info.alias or name))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from models_in(item, (*loc, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str | int):
+                yield from models_in(item, (*loc, key))
+
+
+# Header values are secrets (API keys, tenant tokens) unless the header is one of these, whose
+# values are plain protocol words that would only make messages unreadable if redacted.
+PUBLIC_HEADERS = frozenset(
+    {"accept", "accept-language", "accept-encoding", "content-type", "cache-control", "user-agent"}
+)
+
+
+def secrets_in(config: Config) -> set[str]:
+    """Every secret value the config holds: each `Secret` field (tokens, client secrets, DSNs,
+    header values but PUBLIC_HEADERS) and the password inside a secret URL (a DSN's password
+    turns up alone in a driver's error text)."""
+    found: set[str] = set()
+    for _, model in models_in(config):
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            items: list[tuple[str | None, object]]
+            if isinstance(value, dict):
+                items = [(str(k), v) for k, v in value.items()]
+            else:
+                items = [(None, value)]
+            for key, item in items:
+                if not isinstance(item, SecretStr):
+                    continue
+                if key is not None and name == "headers" and key.lower() in PUBLIC_HEADERS:
+                    continue
+                secret = item.get_secret_value()
+                found.add(secret)
+                found.update(_url_password(secret))
+    return found
+
+
+def _url_password(value: str) -> list[str]:
+    try:
+        password = urlsplit(value.strip()).password if "://" in value else None
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
+
+
 def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
     """Rules that span several fields: unique names, references, template variables."""
+    for loc, model in models_in(config):
+        if isinstance(model, Scheduled) and (message := model.timeout_error()) is not None:
+            yield (*loc, "timeout"), message
+        headers = getattr(model, "headers", None)
+        if isinstance(headers, dict):
+            for name, value in headers.items():
+                yield from _header_errors((*loc, "headers", name), name, value)
     yield from _duplicates(("sites",), [s.name for s in config.sites], "site")
     yield from _duplicates(("journeys",), [j.name for j in config.journeys], "journey")
     site_names = {s.name for s in config.sites}
@@ -248,6 +322,19 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
             known |= set(step.extract)
         for s, step in enumerate(journey.cleanup):
             yield from _template_errors((*base, "cleanup", s), step, known, "no step")
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _header_errors(loc: Loc, name: object, value: object) -> Iterator[tuple[Loc, str]]:
+    """A header must be sendable as written: a token for a name, and no CR, LF or NUL (nor any
+    other control character but tab) in the value, which could split the request."""
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        yield loc, "not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(text, str) and any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in text):
+        yield loc, "the value contains a control character (CR, LF, NUL...): not allowed"
 
 
 def _template_errors(loc: Loc, step: Step, known: set[str], who: str) -> Iterator[tuple[Loc, str]]:

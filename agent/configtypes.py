@@ -2,33 +2,82 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    SecretStr,
+    model_validator,
+)
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+# The bounds every duration in the config keeps (docs/limits.md lists them). Finite, and
+# within what a monitoring agent can mean: a NaN or infinite interval would run a check once
+# and never again, or crash the scheduler's arithmetic.
+MIN_DURATION = 0.001
+MAX_DURATION = 366 * 86400.0
+MIN_INTERVAL = 0.1
+MAX_INTERVAL = 86400.0
+MAX_TIMEOUT = 3600.0
+
+
+def human(seconds: float) -> str:
+    """`0.1` -> `100ms`, `90` -> `90s`, `86400` -> `1d`: durations as the config writes them."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+def _quoted(value: str) -> str:
+    # Long values are cut: an error message is for finding the mistake, not for echoing input.
+    return repr(value if len(value) <= 40 else value[:37] + "...")
 
 
 def parse_duration(value: Any) -> Any:
-    """Accept `250ms`, `15s`, `2m`, `1h`, `3d` or a bare number of seconds."""
+    """Accept `250ms`, `15s`, `2m`, `1h`, `3d` or a bare number of seconds; finite only."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 15s, 500ms or 2m")
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"invalid duration {value!r}: use a number with ms, s, m, h or d")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError("expected a duration such as 15s, 500ms or 2m")
+            raise ValueError(
+                f"invalid duration {_quoted(value)}: use a number with ms, s, m, h or d"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("expected a duration such as 15s, 500ms or 2m")
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration such as 15s, 500ms or 2m")
+    return seconds
 
 
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be greater than zero")
-    return value
+def _bounded(low: float, high: float) -> Callable[[float], float]:
+    def check(value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        if value < low:
+            raise ValueError(f"must be at least {human(low)}")
+        if value > high:
+            raise ValueError(f"must be at most {human(high)}")
+        return value
+
+    return check
 
 
 def _name(value: str) -> str:
@@ -43,8 +92,20 @@ def _name(value: str) -> str:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
-"""Seconds, written in YAML as `15s`, `500ms`, `2m`, or a number."""
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_bounded(MIN_DURATION, MAX_DURATION))
+]
+"""Seconds, written in YAML as `15s`, `500ms`, `2m`, or a number; 1ms to 366d."""
+
+Interval = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_bounded(MIN_INTERVAL, MAX_INTERVAL))
+]
+"""How often a check runs: 100ms to 1d."""
+
+Timeout = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_bounded(MIN_DURATION, MAX_TIMEOUT))
+]
+"""How long one run (or step) may take: 1ms to 1h, and never more than its check's interval."""
 
 Name = Annotated[str, AfterValidator(_name)]
 """A configured object's name (site, journey, cluster...)."""
@@ -60,3 +121,27 @@ class Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
     )
+
+
+class Scheduled(Model):
+    """A config with an `interval` and a `timeout`, under Prometheus's rule for scrapes: a
+    timeout given explicitly must not exceed the interval (config.py reports it at the key),
+    and a default timeout longer than the interval becomes the interval."""
+
+    interval: float
+    timeout: float
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> Scheduled:
+        if self.timeout > self.interval and "timeout" not in self.model_fields_set:
+            # Frozen model: set the derived default the way pydantic itself would have.
+            object.__setattr__(self, "timeout", self.interval)
+        return self
+
+    def timeout_error(self) -> str | None:
+        if self.timeout > self.interval:
+            return (
+                f"{human(self.timeout)} is longer than the interval ({human(self.interval)}): "
+                "a run would overlap the next one"
+            )
+        return None

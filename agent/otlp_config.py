@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.configtypes import Duration, Model, Name, Secret
+from agent.configtypes import Interval, Model, Name, Secret, Timeout
 
 Signal = Literal["metrics", "traces", "logs"]
 SIGNALS: tuple[Signal, ...] = ("metrics", "traces", "logs")
@@ -32,13 +32,13 @@ class OtlpCollectorConfig(Model):
     endpoint: str
     protocol: Literal["grpc", "http/protobuf"] = "grpc"
     headers: dict[str, Secret] = Field(default_factory=dict)
-    timeout: Duration = 5.0  # per export, retries included
+    timeout: Timeout = 5.0  # per export, retries included
     # gRPC plaintext; by default inferred from an http:// scheme (TLS otherwise).
     insecure: bool | None = None
     # A CA bundle (PEM) that verifies the collector's certificate, in place of the system's.
     ca_file: str | None = None
     signals: tuple[Signal, ...] = SIGNALS
-    export_interval: Duration = 10.0  # metrics; spans and logs go at least every 5 s
+    export_interval: Interval = 10.0  # metrics; spans and logs go at least every 5 s
     max_queue_size: int = Field(default=2048, ge=1, le=1_000_000)
 
     @field_validator("signals")

@@ -4,21 +4,66 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+import stat
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from agent.redact import Redactor
 
 Loc = tuple[str | int, ...]
 
 _REFERENCE = re.compile(r"\$\{(env|file):([^}]*)\}")
 
 
-def _construct(node: yaml.Node) -> Any:
-    # A fresh SafeLoader per scalar keeps PyYAML's own typing rules (ints, bools, dates...)
-    # without sharing constructor state; config files are small, so the cost is irrelevant.
-    return yaml.SafeLoader("").construct_object(node)
+# What a config file may be: bounded, so that `validate` on an untrusted pull request cannot
+# be made to eat the machine (docs/limits.md).
+MAX_CONFIG_BYTES = 1_048_576
+MAX_DEPTH = 64  # nested mappings and sequences
+MAX_VALUES = 100_000  # values after expanding aliases (a "billion laughs" stops here)
+MAX_SECRET_FILE_BYTES = 65_536
+
+# Explicit tags a config may use: YAML's own scalar and collection types. Anything else
+# (`!custom`, `!!python/name:...`, `!!binary`, `!!set`) is refused with its line.
+_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# One constructor for every scalar: it keeps PyYAML's own typing rules (ints, bools, dates).
+_CONSTRUCTOR = yaml.SafeLoader("")
+
+
+class _Refused(Exception):
+    """A document the loader will not build; `message` says why, at `line`."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+    @classmethod
+    def at(cls, node: yaml.Node, message: str) -> _Refused:
+        return cls(node.start_mark.line + 1, message)
+
+
+def _construct(node: yaml.ScalarNode) -> Any:
+    if node.tag not in _TAGS:
+        raise _Refused.at(node, f"unsupported YAML tag {_short_tag(node.tag)}")
+    try:
+        return _CONSTRUCTOR.construct_object(node, deep=True)
+    except Exception as exc:  # PyYAML's constructors fail in many ways, none of them ours
+        problem = getattr(exc, "problem", None) or "not a valid value"
+        raise _Refused.at(
+            node, f"cannot read the value as {_short_tag(node.tag)} ({problem})"
+        ) from None
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org") else tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +88,25 @@ class ConfigInvalid(Exception):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
+class ConfigUnreadable(ConfigInvalid):
+    """The config file itself could not be read (missing, no permission, not a file)."""
+
+
 @dataclass
 class SourceMap:
-    """Where each key or item of the parsed document was written (1-based lines)."""
+    """Where each key or item of the parsed document was written (1-based lines), and the
+    values its `${env:…}`/`${file:…}` references resolved to (never printed)."""
 
     file: str
     lines: dict[Loc, int] = field(default_factory=dict)
+    resolved: set[str] = field(default_factory=set)
+
+    def redacted(self, exc: ConfigInvalid) -> ConfigInvalid:
+        """The same errors with every resolved reference value replaced by `[redacted]`."""
+        redactor = Redactor(self.resolved)
+        if not redactor:
+            return exc
+        return ConfigInvalid([replace(e, message=redactor.text(e.message)) for e in exc.errors])
 
     def line_of(self, loc: Loc) -> int:
         # A missing key is reported at its parent mapping: walk up until a known location.
@@ -65,47 +123,110 @@ class SourceMap:
 def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
     """Parse a YAML file into plain data, resolving secret references, with a SourceMap.
 
-    Raises ConfigInvalid for unreadable files, malformed YAML, duplicate keys and unresolvable
-    references (all of them, not the first).
+    Raises ConfigInvalid for unreadable or oversized files, malformed YAML, unsupported tags,
+    documents nested or expanded beyond the bounds, duplicate keys and unresolvable references
+    (all of them, not the first), each with its line.
     """
     name = str(path)
     smap = SourceMap(name)
+
+    def refuse(message: str, line: int = 1) -> ConfigInvalid:
+        return ConfigInvalid([ConfigError(name, line, (), message)])
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigInvalid(
-            [ConfigError(name, 1, (), f"cannot read file: {exc.strerror}")]
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigInvalid([ConfigError(name, 1, (), "file is not UTF-8 text")]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        text = _read_bounded(Path(path), MAX_CONFIG_BYTES, what="the config")
+        _check_shape(text)
+        node = yaml.compose(text, Loader=_Loader)
+    except _Unreadable as exc:
+        raise ConfigUnreadable([ConfigError(name, 1, (), str(exc))]) from None
+    except _Refused as exc:
+        raise refuse(exc.message, exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         problem = exc.problem or exc.context or "malformed YAML"
-        raise ConfigInvalid([ConfigError(name, line, (), f"malformed YAML: {problem}")]) from None
+        raise refuse(f"malformed YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
-        raise ConfigInvalid([ConfigError(name, 1, (), f"malformed YAML: {exc}")]) from None
+        raise refuse(f"malformed YAML: {str(exc).splitlines()[0][:200]}") from None
+    except RecursionError:  # not expected after _check_shape; never a traceback
+        raise refuse(f"malformed YAML: nested deeper than {MAX_DEPTH} levels") from None
     if node is None:
         return {}, smap
     errors: list[ConfigError] = []
-    data = _convert(node, (), smap, errors)
+    try:
+        data = _convert(node, (), smap, errors, [0])
+    except _Refused as exc:
+        raise refuse(exc.message, exc.line) from None
     if errors:
-        raise ConfigInvalid(errors)
+        raise smap.redacted(ConfigInvalid(errors))
     return data, smap
 
 
-def _convert(node: yaml.Node, loc: Loc, smap: SourceMap, errors: list[ConfigError]) -> Any:
+class _Unreadable(Exception):
+    """The file could not be opened or read at all (as opposed to read and refused)."""
+
+
+def _read_bounded(path: Path, limit: int, *, what: str) -> str:
+    """The file's text, refusing anything but a regular UTF-8 file of at most `limit` bytes
+    (a FIFO or /dev/zero would otherwise block or fill memory)."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise _Unreadable(f"cannot read {what}: not a regular file")
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise _Unreadable(f"cannot read {what}: {(exc.strerror or str(exc)).lower()}") from None
+    if len(data) > limit:
+        raise _Refused(1, f"{what} is larger than the limit of {limit // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Refused(1, f"{what} is not UTF-8 text") from None
+
+
+def _check_shape(text: str) -> None:
+    """Walk the parser's events (an iterative state machine, unlike the composer) and refuse
+    nesting beyond MAX_DEPTH before anything recursive sees the document."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 1
+                raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _convert(
+    node: yaml.Node, loc: Loc, smap: SourceMap, errors: list[ConfigError], budget: list[int]
+) -> Any:
+    # Aliases make a small document expand into a huge one: count every value built,
+    # re-visits of an anchored node included.
+    budget[0] += 1
+    if budget[0] > MAX_VALUES:
+        raise _Refused.at(node, f"the document expands to more than {MAX_VALUES} values (aliases?)")
     smap.lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        if node.tag != "tag:yaml.org,2002:map":
+            errors.append(smap.error(loc, f"unsupported YAML tag {_short_tag(node.tag)}"))
+            return None
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 errors.append(smap.error(loc, "YAML merge keys (<<) are not supported"))
                 continue
-            key = _construct(key_node)
-            if not isinstance(key, str | int):
+            if not isinstance(key_node, yaml.ScalarNode):
+                errors.append(smap.error(loc, "keys must be strings, not collections"))
+                continue
+            try:
+                key = _construct(key_node)
+            except _Refused as exc:
+                errors.append(ConfigError(smap.file, exc.line, loc, exc.message))
+                continue
+            if not isinstance(key, str | int) or isinstance(key, bool):
                 errors.append(smap.error(loc, f"keys must be strings, not {type(key).__name__}"))
                 continue
             child = (*loc, key)
@@ -113,23 +234,33 @@ def _convert(node: yaml.Node, loc: Loc, smap: SourceMap, errors: list[ConfigErro
             if key in out:
                 errors.append(smap.error(child, "duplicate key"))
                 continue
-            out[key] = _convert(value_node, child, smap, errors)
+            out[key] = _convert(value_node, child, smap, errors, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
+        if node.tag != "tag:yaml.org,2002:seq":
+            errors.append(smap.error(loc, f"unsupported YAML tag {_short_tag(node.tag)}"))
+            return None
         items = []
         for index, item in enumerate(node.value):
             child = (*loc, index)
             smap.lines[child] = item.start_mark.line + 1
-            items.append(_convert(item, child, smap, errors))
+            items.append(_convert(item, child, smap, errors, budget))
         return items
-    value = _construct(node)
+    if not isinstance(node, yaml.ScalarNode):
+        raise _Refused.at(node, "not a YAML scalar, mapping or sequence")
+    try:
+        value = _construct(node)
+    except _Refused as exc:
+        errors.append(ConfigError(smap.file, exc.line, loc, exc.message))
+        return None
     if isinstance(value, str) and "${" in value:
         return _resolve_references(value, loc, smap, errors)
     return value
 
 
 def _resolve_references(value: str, loc: Loc, smap: SourceMap, errors: list[ConfigError]) -> str:
-    """Replace `${env:NAME}` and `${file:/path}`. Messages name the reference, never its value."""
+    """Replace `${env:NAME}` and `${file:/path}`. Messages name the reference, never its value;
+    every value resolved is remembered in `smap.resolved` so that no error can print it."""
 
     def substitute(match: re.Match[str]) -> str:
         source, ref = match.group(1), match.group(2).strip()
@@ -138,13 +269,16 @@ def _resolve_references(value: str, loc: Loc, smap: SourceMap, errors: list[Conf
             if resolved is None:
                 errors.append(smap.error(loc, f"environment variable {ref} is not set"))
                 return ""
+            smap.resolved.add(resolved)
             return resolved
+
         try:
-            return Path(ref).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            errors.append(smap.error(loc, f"cannot read secret file {ref}: {exc.strerror}"))
-        except UnicodeDecodeError:
-            errors.append(smap.error(loc, f"secret file {ref} is not UTF-8 text"))
-        return ""
+            text = _read_bounded(Path(ref), MAX_SECRET_FILE_BYTES, what=f"secret file {ref}")
+        except (_Unreadable, _Refused) as exc:
+            errors.append(smap.error(loc, str(exc)))
+            return ""
+        text = text.rstrip("\r\n")
+        smap.resolved.add(text)
+        return text
 
     return _REFERENCE.sub(substitute, value)

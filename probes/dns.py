@@ -17,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from agent.configtypes import Duration, Model, Name
+from agent.configtypes import Duration, Interval, Model, Name, Scheduled, Timeout
 from agent.results import Measurement, Reason, Result
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 # Room the scheduler's hard limit leaves above the probe's own timeout, so a slow resolver ends
 # as this probe's `timeout` result with facts rather than as a cancelled run.
 _SCHEDULER_MARGIN = 1.0
+# A resolver may answer with thousands of records (over TCP): facts and messages list this many.
+MAX_ANSWERS_SHOWN = 20
 
 
 def normalise_answer(value: str) -> str:
@@ -84,13 +86,13 @@ class DnsResolverConfig(Model):
     recursion: bool = True
 
 
-class DnsConfig(Model):
+class DnsConfig(Scheduled):
     """One global name, the resolvers to ask, and which answer means which site."""
 
     name: DnsName
     record_type: RecordType = "A"
-    interval: Duration = 30.0
-    timeout: Duration = 2.0
+    interval: Interval = 30.0
+    timeout: Timeout = 2.0
     # A TTL above this still works but slows failover: reported as a warning, not a failure.
     ttl_ceiling: Duration | None = None
     expect_site: Name | None = None
@@ -221,6 +223,18 @@ class DnsCheck(Check):
                 Reason.CONNECT,
                 f"{self.cfg.name}: cannot reach {where}: {exc.strerror or exc}",
             )
+        except EOFError:
+            # dnspython's TCP read (after a truncated UDP answer) raises the builtin EOFError
+            # when the resolver closes the connection before a whole answer.
+            return self._result(
+                run_id,
+                started_at,
+                start,
+                facts,
+                Reason.DNS,
+                f"{self.cfg.name}: {where} sent a truncated answer over UDP and closed the TCP "
+                "connection before a whole one",
+            )
         except dns.exception.DNSException as exc:
             return self._result(
                 run_id,
@@ -228,7 +242,7 @@ class DnsCheck(Check):
                 start,
                 facts,
                 Reason.DNS,
-                f"{self.cfg.name}: unusable answer from {where}: {exc}",
+                f"{self.cfg.name}: unusable answer from {where}: {_short(str(exc))}",
             )
         latency = time.monotonic() - start
         facts["latency_seconds"] = round(latency, 6)
@@ -255,7 +269,7 @@ class DnsCheck(Check):
                 f"{self.cfg.name}: {rcode} from {where}",
             )
         answers, ttl = _answers(response, _WANTED[self.cfg.record_type])
-        facts["answers"] = answers
+        facts["answers"] = answers[:MAX_ANSWERS_SHOWN]
         facts["ttl"] = ttl
         warnings: list[str] = []
         if ttl is not None and self.cfg.ttl_ceiling is not None and ttl > self.cfg.ttl_ceiling:
@@ -284,7 +298,7 @@ class DnsCheck(Check):
                 start,
                 facts,
                 Reason.ASSERTION,
-                f"{self.cfg.name} resolves to {', '.join(answers)}, which is no configured site",
+                f"{self.cfg.name} resolves to {_listed(answers)}, which is no configured site",
                 sites=sites,
             )
         if self.expect_site is not None and sites != [self.expect_site]:
@@ -334,6 +348,7 @@ def _answers(
     """The normalised answers of the wanted types (the CNAME chain included) and the lowest
     TTL among them: how long a resolver may keep serving this answer."""
     answers: list[str] = []
+    seen: set[str] = set()
     ttls: list[int] = []
     for rrset in response.answer:
         if rrset.rdtype not in wanted:
@@ -341,10 +356,28 @@ def _answers(
         ttls.append(int(rrset.ttl))
         for rdata in rrset:
             text = rdata.to_text()
-            value = normalise_answer(text)
-            if value not in answers:
+            try:
+                value = normalise_answer(text)
+            except ValueError:
+                # The resolver's bytes: a CNAME to the root (`.`) is no answer this config
+                # could list; keep it, as written, so that it is reported as no site.
+                value = text
+            if value not in seen:
+                seen.add(value)
                 answers.append(value)
     return answers, (min(ttls) if ttls else None)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return shown + "..." if len(text) > limit else shown
+
+
+def _listed(answers: Sequence[str]) -> str:
+    """Answers for a message: the first MAX_ANSWERS_SHOWN, and how many more."""
+    shown = ", ".join(_short(a, 255) for a in answers[:MAX_ANSWERS_SHOWN])
+    more = len(answers) - MAX_ANSWERS_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def plan(config: Config) -> list[Check]:

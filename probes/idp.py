@@ -19,9 +19,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote_plus
 
 import aiohttp
+import yarl
 from pydantic import BeforeValidator, Field, field_validator
 
-from agent.configtypes import Duration, Model, Name, Secret, parse_duration
+from agent.configtypes import (
+    Interval,
+    Name,
+    Scheduled,
+    Secret,
+    Timeout,
+    parse_duration,
+)
+from agent.redact import REDACTOR, basic_credentials, redact
 from agent.results import CheckFailure, Measurement, Reason, Result
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 from probes.http import classify, read_bounded, ssl_context
@@ -42,6 +51,14 @@ MAX_BODY_BYTES = 1_048_576
 DISCOVERY_TTL = 300.0
 # A token response without `expires_in` is trusted for this long (RFC 6749 leaves it optional).
 DEFAULT_TOKEN_LIFETIME = 60.0
+# A longer `expires_in` is taken as this: a token is never cached for longer than a day, whatever
+# the IdP claims (a target refusing it earlier makes the journey drop it anyway).
+MAX_TOKEN_LIFETIME = 86400.0
+# Endpoint URLs from a discovery document longer than this are refused (and never echoed whole).
+MAX_URL_LENGTH = 2048
+# How much of a value the IdP sent a message quotes, and how many JWKS kids the facts list.
+SHOWN_CHARS = 200
+SHOWN_KIDS = 20
 # After a failed refresh while the cached token is still valid, wait this long before retrying,
 # so a dead IdP costs one request per interval rather than one per journey.
 REFRESH_RETRY_AFTER = 5.0
@@ -61,12 +78,18 @@ SIGNATURE_ALGORITHMS = (
 )
 _ISSUER = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 _OAUTH_ERROR = re.compile(r"^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$")
+# RFC 6750 2.1 b64token: what may follow `Bearer ` in an Authorization header. A token outside it
+# (CR, LF, NUL, spaces, non-ASCII...) could not be sent, or would be a header injection.
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_TOKEN_TYPE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
+# json.loads refuses deeper documents with RecursionError, ints longer than this with ValueError.
+_JSON_ERRORS = (ValueError, RecursionError)
 
 Leeway = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 """A duration that may be zero (`0s` means no leeway)."""
 
 
-class IdpConfig(Model):
+class IdpConfig(Scheduled):
     """One OIDC identity provider: what the `idp` check probes and journeys get tokens from."""
 
     name: Name
@@ -76,8 +99,8 @@ class IdpConfig(Model):
     auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
     audience: str | None = None
     scope: str | None = None
-    interval: Duration = 30.0
-    timeout: Duration = 5.0
+    interval: Interval = 30.0
+    timeout: Timeout = 5.0
     clock_skew: Leeway = 30.0
     refresh_before: Leeway = 60.0
     ca_file: str | None = None
@@ -100,6 +123,28 @@ class IdpConfig(Model):
     @property
     def discovery_url(self) -> str:
         return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def secret_forms(cfg: IdpConfig) -> tuple[str, ...]:
+    """Every form of the client secret this module puts on the wire: the secret as written, as
+    form-encoded in a `client_secret_post` body, and the `Authorization: Basic` credentials (the
+    RFC 6749 2.3.1 form sent, and the plain `id:secret` one a lax IdP might echo)."""
+    secret = cfg.client_secret.get_secret_value()
+    return (
+        secret,
+        quote_plus(secret),
+        basic_credentials(cfg.client_id, secret),
+        basic_credentials(quote_plus(cfg.client_id), quote_plus(secret)),
+    )
+
+
+def register_secrets(cfg: IdpConfig) -> None:
+    """Have the process redact this IdP's client secret, in every form, from what it emits."""
+    REDACTOR.add(*secret_forms(cfg))
+
+
+def _mentions_secret(text: str, cfg: IdpConfig) -> bool:
+    return any(form and form in text for form in secret_forms(cfg))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +179,9 @@ async def discover(
     if not isinstance(document, dict):
         raise CheckFailure(Reason.ASSERTION, "discovery document is not a JSON object")
     issuer = document.get("issuer")
-    if issuer != cfg.issuer:
+    if not isinstance(issuer, str) or issuer != cfg.issuer:
         raise CheckFailure(
-            Reason.ASSERTION, f"discovery issuer is {issuer!r}, expected {cfg.issuer!r}"
+            Reason.ASSERTION, f"discovery issuer is {_shown(issuer)}, expected {cfg.issuer!r}"
         )
     missing = [
         key
@@ -146,9 +191,10 @@ async def discover(
     if missing:
         raise CheckFailure(Reason.ASSERTION, f"discovery document lacks {', '.join(missing)}")
     for key in ("jwks_uri", "token_endpoint"):
-        if not document[key].startswith(("https://", "http://")):
+        if not _usable_url(document[key]):
             raise CheckFailure(
-                Reason.ASSERTION, f"discovery {key} {document[key]!r} is not an http(s) URL"
+                Reason.ASSERTION,
+                f"discovery {key} {_shown(document[key])} is not a usable http(s) URL",
             )
     return Discovery(issuer, document["jwks_uri"], document["token_endpoint"])
 
@@ -168,8 +214,10 @@ async def fetch_jwks(http: aiohttp.ClientSession, url: str, tls: ssl.SSLContext 
             raise CheckFailure(Reason.ASSERTION, f"JWKS key #{index} has no kid")
     try:
         return KeySet.import_key_set({"keys": keys})
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise CheckFailure(Reason.ASSERTION, f"JWKS keys are unusable: {exc}") from None
+    except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckFailure(
+            Reason.ASSERTION, f"JWKS keys are unusable: {_printable(str(exc), SHOWN_CHARS)}"
+        ) from None
 
 
 async def request_token(
@@ -192,25 +240,50 @@ async def request_token(
     else:
         form["client_id"] = cfg.client_id
         form["client_secret"] = secret
-    async with http.post(
-        endpoint, data=form, headers=headers, ssl=tls, allow_redirects=False
-    ) as response:
-        body = await read_bounded(response, MAX_BODY_BYTES)
-        status = response.status
+    try:
+        async with http.post(
+            endpoint, data=form, headers=headers, ssl=tls, allow_redirects=False
+        ) as response:
+            body = await read_bounded(response, MAX_BODY_BYTES)
+            status = response.status
+    except (aiohttp.InvalidURL, UnicodeError):
+        raise _unusable_url("token endpoint", endpoint) from None
     if not 200 <= status < 300:
-        raise _token_refused(status, body, secret)
+        raise _token_refused(status, body, cfg)
     document = _parse_json(body, "token response")
     if not isinstance(document, dict):
         raise CheckFailure(Reason.ASSERTION, "token response is not a JSON object")
-    access_token = document.get("access_token")
-    if not isinstance(access_token, str) or not access_token:
-        raise CheckFailure(Reason.ASSERTION, "token response has no access_token")
+    access_token = _access_token(document.get("access_token"))
     token_type = document.get("token_type")
     if isinstance(token_type, str) and token_type.lower() != "bearer":
-        raise CheckFailure(
-            Reason.ASSERTION, f"token_type is {_printable(token_type)!r}, expected Bearer"
+        shown = (
+            f" {token_type!r}"
+            if _TOKEN_TYPE.match(token_type) and not _mentions_secret(token_type, cfg)
+            else ""
         )
+        raise CheckFailure(Reason.ASSERTION, f"token_type{shown} is not Bearer")
     return IssuedToken(access_token, _expires_in(document.get("expires_in")))
+
+
+def _access_token(value: object) -> str:
+    """The token, if it can be sent as `Authorization: Bearer <token>`; AUTH failure if not.
+
+    Refused here rather than where it is used: aiohttp raises ValueError on a header value with
+    CR or LF, and a space or a non-ASCII byte would make a header the target cannot parse.
+    The token itself is never quoted: it is a credential, however broken.
+    """
+    if not isinstance(value, str):
+        what = "no access_token" if value is None else f"an access_token of type {_kind(value)}"
+        raise CheckFailure(Reason.AUTH, f"token response has {what}")
+    if not value:
+        raise CheckFailure(Reason.AUTH, "token response has an empty access_token")
+    if not _B64TOKEN.match(value):
+        raise CheckFailure(
+            Reason.AUTH,
+            f"access_token ({len(value)} characters) has characters a bearer token cannot "
+            "carry (RFC 6750 b64token: letters, digits, -._~+/ and trailing =)",
+        )
+    return value
 
 
 def validate_token(cfg: IdpConfig, token: str, keys: KeySet) -> str:
@@ -223,35 +296,53 @@ def validate_token(cfg: IdpConfig, token: str, keys: KeySet) -> str:
 
     try:
         header = jws.extract_compact(token.encode()).headers()
-    except (JoseError, ValueError, TypeError):
+    except (JoseError, ValueError, TypeError, RecursionError):
         raise CheckFailure(Reason.AUTH, "access token is not a signed JWT") from None
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise CheckFailure(Reason.AUTH, "token has no kid header")
-    kids = [k.kid for k in keys]
+    kids = key_ids(keys)
     if kid not in kids:
         raise CheckFailure(
             Reason.AUTH,
-            f"token signed with kid {kid}, not in JWKS (kids: {', '.join(map(str, kids))})",
+            f"token signed with kid {_printable(kid)}, not in JWKS (kids: "
+            f"{', '.join(_printable(k) for k in kids[:SHOWN_KIDS])}"
+            f"{', ...' if len(kids) > SHOWN_KIDS else ''})",
         )
     alg = header.get("alg")
     if alg not in SIGNATURE_ALGORITHMS:
-        raise CheckFailure(Reason.AUTH, f"token alg {alg!r} is not an accepted signature algorithm")
+        raise CheckFailure(
+            Reason.AUTH, f"token alg {_shown(alg)} is not an accepted signature algorithm"
+        )
     try:
         claims = jwt.decode(token, keys.get_by_kid(kid), algorithms=[alg]).claims
     except BadSignatureError:
         raise CheckFailure(
-            Reason.AUTH, f"token signature does not verify with JWKS key {kid}"
+            Reason.AUTH, f"token signature does not verify with JWKS key {_printable(kid)}"
         ) from None
-    except (JoseError, ValueError, TypeError) as exc:
-        raise CheckFailure(Reason.AUTH, f"token rejected: {exc}") from None
+    except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckFailure(
+            Reason.AUTH, f"token rejected: {_printable(str(exc), SHOWN_CHARS)}"
+        ) from None
+    if not isinstance(claims, dict):
+        raise CheckFailure(Reason.AUTH, "token claims are not a JSON object")
     _validate_claims(cfg, claims)
     return kid
 
 
+def key_ids(keys: KeySet) -> list[str]:
+    """The kids of a key set (fetch_jwks refuses keys without one)."""
+    return [k.kid for k in keys if isinstance(k.kid, str)]
+
+
 def _validate_claims(cfg: IdpConfig, claims: dict[str, Any]) -> None:
     from joserfc import jwt
-    from joserfc.errors import ExpiredTokenError, InvalidClaimError, MissingClaimError
+    from joserfc.errors import (
+        ExpiredTokenError,
+        InvalidClaimError,
+        JoseError,
+        MissingClaimError,
+    )
 
     options: dict[str, jwt.ClaimsOption] = {
         "iss": {"essential": True, "value": cfg.issuer},
@@ -268,52 +359,93 @@ def _validate_claims(cfg: IdpConfig, claims: dict[str, Any]) -> None:
             Reason.AUTH, f"token expired at {_when(claims.get('exp'))} ({skew})"
         ) from None
     except MissingClaimError as exc:
-        raise CheckFailure(Reason.AUTH, f"token lacks claim {exc.claim}") from None
+        raise CheckFailure(Reason.AUTH, f"token lacks claim {_printable(str(exc.claim))}") from None
     except InvalidClaimError as exc:
         value = claims.get(exc.claim)
         if exc.claim == "iss":
-            message = f"token iss is {value!r}, expected {cfg.issuer!r}"
+            message = f"token iss is {_shown(value)}, expected {cfg.issuer!r}"
         elif exc.claim == "aud":
-            message = f"token aud is {value!r}, expected {cfg.audience!r}"
+            message = f"token aud is {_shown(value)}, expected {cfg.audience!r}"
         elif exc.claim == "nbf":
             message = f"token not valid before {_when(value)} ({skew})"
         elif exc.claim == "iat":
             message = f"token issued in the future, at {_when(value)} ({skew})"
         else:
-            message = f"token claim {exc.claim} is invalid"
+            message = f"token claim {_printable(str(exc.claim))} is invalid"
         raise CheckFailure(Reason.AUTH, message) from None
+    except (JoseError, ValueError, TypeError, OverflowError) as exc:
+        # A claim of a type the registry cannot compare (an `exp` that is a list...).
+        raise CheckFailure(
+            Reason.AUTH, f"token claims rejected: {_printable(str(exc), SHOWN_CHARS)}"
+        ) from None
 
 
 async def _get_json(
     http: aiohttp.ClientSession, url: str, tls: ssl.SSLContext | bool, what: str
 ) -> Any:
-    async with http.get(
-        url, headers={"Accept": "application/json"}, ssl=tls, allow_redirects=False
-    ) as response:
-        body = await read_bounded(response, MAX_BODY_BYTES)
-        status = response.status
+    try:
+        async with http.get(
+            url, headers={"Accept": "application/json"}, ssl=tls, allow_redirects=False
+        ) as response:
+            body = await read_bounded(response, MAX_BODY_BYTES)
+            status = response.status
+    except (aiohttp.InvalidURL, UnicodeError):
+        # A host aiohttp cannot encode (an empty label, a label over 63 characters...).
+        raise _unusable_url(what, url) from None
     if not 200 <= status < 300:
-        raise CheckFailure(Reason.HTTP_STATUS, f"{what} {url}: HTTP {status}")
+        raise CheckFailure(
+            Reason.HTTP_STATUS, f"{what} {_printable(url, SHOWN_CHARS)}: HTTP {status}"
+        )
     return _parse_json(body, what)
+
+
+def _unusable_url(what: str, url: str) -> CheckFailure:
+    return CheckFailure(Reason.ASSERTION, f"{what} URL {_shown(url)} is not usable")
+
+
+def _usable_url(value: str) -> bool:
+    """An absolute http(s) URL with a host aiohttp can connect to: a discovery document's URLs
+    are the IdP's bytes, and aiohttp raises ValueError (or UnicodeError) on some."""
+    if (
+        len(value) > MAX_URL_LENGTH
+        or not value.startswith(("https://", "http://"))
+        or any(not c.isprintable() or c.isspace() for c in value)
+    ):
+        return False
+    try:
+        url = yarl.URL(value)
+        host = url.raw_host
+        if not host or url.port is None:
+            return False
+        # What the resolver does with the host (socket.getaddrinfo encodes it so).
+        host.encode("idna")
+    except (ValueError, UnicodeError):
+        return False
+    return True
 
 
 def _parse_json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except _JSON_ERRORS:
+        # UnicodeDecodeError and JSONDecodeError are ValueErrors; so is an integer literal too
+        # long to convert; RecursionError is a document nested too deep.
         raise CheckFailure(Reason.ASSERTION, f"{what} is not JSON ({len(body)} bytes)") from None
 
 
-def _token_refused(status: int, body: bytes, secret: str) -> CheckFailure:
+def _token_refused(status: int, body: bytes, cfg: IdpConfig) -> CheckFailure:
     error: str | None = None
-    with contextlib.suppress(UnicodeDecodeError, json.JSONDecodeError):
+    with contextlib.suppress(*_JSON_ERRORS):
         document = json.loads(body)
         if isinstance(document, dict) and isinstance(document.get("error"), str):
             error = document["error"]
-    # Only the registered error code is shown, and only if it looks like one: the rest of an
-    # error body is the IdP's free text and could echo what the client sent.
+    # Only the registered error code is shown, and only if it looks like one and carries no
+    # form of the credentials sent: the rest of an error body is the IdP's free text and could
+    # echo what the client sent (the secret, the Basic credentials).
     shown = (
-        error if error is not None and _OAUTH_ERROR.match(error) and secret not in error else None
+        error
+        if error is not None and _OAUTH_ERROR.match(error) and not _mentions_secret(error, cfg)
+        else None
     )
     if status in (401, 403) or (status == 400 and error is not None):
         return CheckFailure(
@@ -324,26 +456,65 @@ def _token_refused(status: int, body: bytes, secret: str) -> CheckFailure:
 
 
 def _expires_in(value: object) -> float | None:
-    if isinstance(value, str):
+    """`expires_in` in seconds, at most MAX_TOKEN_LIFETIME; None when absent or unusable
+    (not a number, NaN, infinite, zero or negative, a boolean)."""
+    if isinstance(value, str) and len(value) <= 64:
         with contextlib.suppress(ValueError):
             value = float(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer too large for a float
+            return MAX_TOKEN_LIFETIME if value > 0 else None
         if math.isfinite(seconds) and seconds > 0:
-            return seconds
+            return min(seconds, MAX_TOKEN_LIFETIME)
     return None
 
 
 def _when(value: object) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         with contextlib.suppress(OverflowError, OSError, ValueError):
             moment = datetime.datetime.fromtimestamp(value, datetime.UTC)
             return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-    return repr(value)
+    return _shown(value)
 
 
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text[:64])
+def _printable(text: str, limit: int = 64) -> str:
+    """The IdP's text as a message may quote it: printable, cut to `limit` characters, every
+    secret the process holds redacted before the cut (a cut secret is no longer recognised)."""
+    whole = redact(text[: limit + 2048])
+    shown = "".join(c if c.isprintable() else "?" for c in whole[:limit])
+    return shown + "..." if len(whole) > limit or len(text) > limit + 2048 else shown
+
+
+def _kind(value: object) -> str:
+    """The JSON type of a decoded value, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def _shown(value: object) -> str:
+    """A value the IdP sent, as a message may quote it: strings quoted (printable, cut short),
+    numbers as written, anything else by its JSON type (never a repr of a structure that may be
+    nested a thousand deep or a megabyte long)."""
+    if isinstance(value, str):
+        return repr(_printable(value, SHOWN_CHARS))
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**30):
+        return repr(value)
+    if isinstance(value, list) and len(value) <= 10 and all(isinstance(v, str) for v in value):
+        return "[" + ", ".join(repr(_printable(v)) for v in value) + "]"
+    return f"a JSON {_kind(value)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,6 +554,7 @@ class IdpCheck(Check):
         )
         self.cfg = cfg
         self.tls = ssl_context(cfg.ca_file)
+        register_secrets(cfg)
 
     async def run(self, ctx: ProbeContext) -> Result:
         started_at = wall_now()
@@ -404,7 +576,7 @@ class IdpCheck(Check):
                     discovery = await discover(ctx.http, self.cfg, self.tls)
                 with clock.phase("jwks"):
                     keys = await fetch_jwks(ctx.http, discovery.jwks_uri, self.tls)
-                facts["kids"] = [k.kid for k in keys]
+                facts["kids"] = [_printable(k) for k in key_ids(keys)[:SHOWN_KIDS]]
                 with clock.phase("token"):
                     issued = await request_token(
                         ctx.http, self.cfg, discovery.token_endpoint, self.tls
@@ -481,6 +653,8 @@ class TokenCache:
         self.http = http
         self.requests_made = 0
         self._slots = {name: _Slot(cfg, ssl_context(cfg.ca_file)) for name, cfg in idps.items()}
+        for cfg in idps.values():
+            register_secrets(cfg)
 
     def __repr__(self) -> str:
         return f"<TokenCache idps={sorted(self._slots)} requests_made={self.requests_made}>"
@@ -550,6 +724,8 @@ class TokenCache:
         except (aiohttp.ClientError, OSError) as exc:
             problem = classify(exc)[1]
         else:
+            # Redacted by value from here on, wherever a target or a log might echo it.
+            REDACTOR.remember(issued.access_token)
             lifetime = issued.expires_in or DEFAULT_TOKEN_LIFETIME
             slot.token = issued.access_token
             # Lifetimes shorter than refresh_before would otherwise be stale on arrival.

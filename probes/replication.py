@@ -48,12 +48,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from agent.configtypes import Duration, Model, Name, Secret
+from agent.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
+from agent.redact import REDACTOR
 from agent.results import CheckFailure, Measurement, Reason, Result
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 
@@ -105,7 +106,7 @@ class ReplicaConfig(ReplicationEndpoint):
         return data
 
 
-class ReplicationConfig(Model):
+class ReplicationConfig(Scheduled):
     """One `replication:` entry: a primary, its replicas and the RPO their lag is judged by."""
 
     # A refused DSN must not be echoed in errors: it holds a password. Pydantic takes this
@@ -114,8 +115,8 @@ class ReplicationConfig(Model):
 
     cluster: Name
     rpo: Duration
-    interval: Duration = 5.0
-    timeout: Duration = 5.0
+    interval: Interval = 5.0
+    timeout: Timeout = 5.0
     heartbeat_table: str = "failsight.heartbeat"
     primary: ReplicationEndpoint
     replicas: tuple[ReplicaConfig, ...] = Field(min_length=1)
@@ -243,16 +244,60 @@ def _describe(exc: BaseException) -> str:
 
 
 _URI = re.compile(r"postgres(?:ql)?://\S+", re.IGNORECASE)
+# A server's error text quoted in a message is cut to this (a fake server may send megabytes).
+MAX_ERROR_CHARS = 300
+
+
+def dsn_secrets(dsn: Secret) -> list[str]:
+    """The DSN and every form of its password: in the userinfo (as written and decoded) and in
+    a `?password=` query parameter, which asyncpg also takes."""
+    raw = dsn.get_secret_value()
+    values = [raw]
+    try:
+        parts = urlsplit(raw)
+        password = parts.password
+        query = parse_qs(parts.query)
+    except ValueError:  # an invalid port or IPv6 literal: asyncpg refuses it too
+        return values
+    if password:
+        values += [password, unquote(password)]
+    values += [p for p in query.get("password", []) if p]
+    return values
 
 
 def _scrub(text: str, dsn: Secret) -> str:
     # Driver messages may quote connection details; the DSN and its password never leave here.
-    raw = dsn.get_secret_value()
-    password = urlsplit(raw).password
+    raw, *passwords = dsn_secrets(dsn)
     text = text.replace(raw, "<dsn>")
-    if password:
-        text = text.replace(password, "***").replace(unquote(password), "***")
-    return _URI.sub("<dsn>", text)
+    for password in sorted(passwords, key=len, reverse=True):
+        text = text.replace(password, "***")
+    text = _URI.sub("<dsn>", text)
+    # One line, bounded: the text may be a server's (or a fake server's) free text.
+    text = " ".join(text.split())
+    return text[:MAX_ERROR_CHARS] + "..." if len(text) > MAX_ERROR_CHARS else text
+
+
+def _raised_by_driver(exc: BaseException) -> bool:
+    """Whether asyncpg itself raised `exc` (not a PostgresError): it choked on what the server
+    sent (a KeyError on a missing startup parameter, a failed SASL exchange), which is the
+    server's fault, never a bug of this probe."""
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return isinstance(module, str) and module.split(".")[0] == "asyncpg"
+
+
+def _seconds(value: object) -> float | None:
+    """A lag in seconds as PostgreSQL returned it: None for NULL or a value that is no finite
+    number; never negative (clock skew between the servers makes small negative values)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return max(0.0, float(value))
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,6 +319,9 @@ class _Server:
     ) -> None:
         self.label = label  # "primary <site>", "replica <name>": how messages name it
         self.endpoint = endpoint
+        # The process redacts the DSN and its password from everything it emits, whatever
+        # quotes them (asyncpg's own messages included).
+        REDACTOR.add(*dsn_secrets(endpoint.dsn))
         self.vantage = vantage
         self.interval = interval
         self.connect_timeout = connect_timeout
@@ -287,7 +335,11 @@ class _Server:
         if isinstance(exc, CheckFailure):
             return exc
         text = _scrub(_describe(exc), self.endpoint.dsn)
-        return CheckFailure(classify(exc), f"{self.label}: {text}")
+        reason = classify(exc)
+        if reason is Reason.INTERNAL and _raised_by_driver(exc):
+            reason = Reason.CONNECT
+            text = f"unexpected answer from the server ({type(exc).__name__}: {text})"
+        return CheckFailure(reason, f"{self.label}: {text}")
 
     async def _new_pool(self) -> asyncpg.Pool:
         ms = max(1, int(self.statement_timeout * 1000))
@@ -575,8 +627,14 @@ class ReplicationCheck(Check):
                 name = sender["application_name"]
                 if sender["state"] is None:
                     st.stats_hidden = True
+                lag_bytes = sender["lag_bytes"]
                 st.senders.setdefault(
-                    name, (sender["state"], sender["replay_lag"], sender["lag_bytes"])
+                    name,
+                    (
+                        sender["state"],
+                        _seconds(sender["replay_lag"]),
+                        lag_bytes if isinstance(lag_bytes, int) else None,
+                    ),
                 )
 
         _, st.failure = await self._primary.call(work, deadline)
@@ -593,10 +651,9 @@ class ReplicationCheck(Check):
         async def work(conn: Any) -> None:
             row = await conn.fetchrow(_REPLICA_STATUS)
             st.in_recovery = row["in_recovery"]
-            age = row["replay_age"]
             # The replay timestamp comes from the primary's clock and now() from the replica's:
             # skew can make it slightly negative, which is no lag at all.
-            st.replay_timestamp_lag = None if age is None else max(0.0, float(age))
+            st.replay_timestamp_lag = _seconds(row["replay_age"])
             st.receiver_status = row["receiver_status"]
             st.receiver_present = row["receiver_present"]
 
@@ -709,14 +766,16 @@ class ReplicationCheck(Check):
                 ) from None
             # The replica's snapshot was taken somewhere during the round trip: its middle.
             half_rtt_mono = (time.monotonic() - sent_mono) / 2
-            return row, sent_mono + half_rtt_mono, sent_wall + half_rtt_mono
+            return (
+                _heartbeat_row(row, self.vantage, server.label),
+                sent_mono + half_rtt_mono,
+                sent_wall + half_rtt_mono,
+            )
 
         answer, st.failure = await server.call(work, deadline)
         if answer is None:
             return
-        row, read_mono, read_wall = answer
-        own = row is not None and row["vantage"] == self.vantage
-        visible = VisibleHeartbeat(int(row["seq"]), row["written_at"].timestamp()) if own else None
+        (visible, other_age), read_mono, read_wall = answer
         lag = heartbeat_lag(
             self._written,
             visible,
@@ -727,9 +786,9 @@ class ReplicationCheck(Check):
         st.visible = visible
         if lag is not None:
             st.heartbeat_lag, st.heartbeat_source = lag, "own"
-        elif row is not None:
+        elif other_age is not None:
             # Another vantage's clock against the replica's: skew included, hence the label.
-            st.heartbeat_lag = max(0.0, float(row["replica_age"]))
+            st.heartbeat_lag = other_age
             st.heartbeat_source = "other_vantage"
 
     # Result ---------------------------------------------------------------------------------
@@ -916,6 +975,28 @@ class ReplicationCheck(Check):
                 "replicas": facts_replicas,
             },
         )
+
+
+def _heartbeat_row(
+    row: Any, vantage: str, label: str
+) -> tuple[VisibleHeartbeat | None, float | None]:
+    """This vantage's heartbeat as a replica shows it, or else the age of another vantage's
+    newest row (by the replica's clock); (None, None) without a row. A row of other types
+    than the table's (a table made by hand, a server that is not PostgreSQL) is an assertion
+    failure, not a crash."""
+    if row is None:
+        return None, None
+    try:
+        if row["vantage"] == vantage:
+            seq, written_at = row["seq"], row["written_at"]
+            if not isinstance(seq, int) or not isinstance(written_at, dt.datetime):
+                raise TypeError
+            return VisibleHeartbeat(seq, written_at.timestamp()), None
+        return None, _seconds(row["replica_age"])
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, OSError):
+        raise CheckFailure(
+            Reason.ASSERTION, f"{label}: the heartbeat row has unexpected columns or values"
+        ) from None
 
 
 def _secs(value: float) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from pydantic import field_validator
 
-from agent.configtypes import Duration, Model
+from agent.configtypes import Interval, Scheduled, Timeout
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 from probes.http import classify, ssl_context
 
@@ -23,14 +23,15 @@ if TYPE_CHECKING:
     from agent.results import Result
 
 KIND = "self_check"  # agent.view.SELF_CHECK_KIND: its results settle this vantage's impairment
+MAX_MESSAGE_CHARS = 300
 
 
-class SelfCheckConfig(Model):
+class SelfCheckConfig(Scheduled):
     """`agent.self_check`: an endpoint outside the sites, e.g. the cloud provider's own API."""
 
     url: str
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: Interval = 10.0
+    timeout: Timeout = 5.0
     ca_file: str | None = None
 
     @field_validator("url")
@@ -67,7 +68,7 @@ class SelfCheck(Check):
             reason, message = classify(exc)
             return self.failed(
                 reason,
-                message,
+                _one_line(message),
                 started_at=started_at,
                 duration=time.monotonic() - start,
                 run_id=run_id,
@@ -79,6 +80,12 @@ class SelfCheck(Check):
             run_id=run_id,
             message=f"HTTP {status}",
         )
+
+
+def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """aiohttp's parser errors quote the target's bytes over several lines: one short line."""
+    flat = " ".join(text.split())
+    return flat[:limit] + "..." if len(flat) > limit else flat
 
 
 def plan(config: Config) -> list[Check]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _ssl
 import asyncio
+import datetime
 import ipaddress
 import socket
 import ssl
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field
 
-from agent.configtypes import Duration, Model, Name
+from agent.configtypes import Duration, Interval, Name, Scheduled, Timeout
 from agent.results import CheckFailure, Measurement, Reason, Result
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 
@@ -30,6 +31,8 @@ _SCHEDULER_MARGIN = 1.0
 # How long a polite close (TLS close_notify) may take before the connection is just dropped.
 _CLOSE_TIMEOUT = 1.0
 _DAY = 86400.0
+# The subject and issuer shown in facts are cut to this many characters (a CN may be megabytes).
+MAX_NAME_CHARS = 256
 
 # OpenSSL X509_V_ERR_* codes, grouped the way an operator acts on them.
 _NOT_YET_VALID = 9
@@ -47,7 +50,7 @@ def _host(value: str) -> str:
 Host = Annotated[str, AfterValidator(_host)]
 
 
-class TlsConfig(Model):
+class TlsConfig(Scheduled):
     """One TLS endpoint; `name` is the `target` label."""
 
     name: Name
@@ -58,8 +61,8 @@ class TlsConfig(Model):
     # Extra trust on top of the system store.
     ca_file: str | None = None
     warn_before: Duration = 14 * _DAY
-    interval: Duration = 300.0
-    timeout: Duration = 5.0
+    interval: Interval = 300.0
+    timeout: Timeout = 5.0
 
     @property
     def verify_name(self) -> str:
@@ -174,19 +177,22 @@ class TlsCheck(Check):
             failure = _VerifyFailure(exc, self.server_name)
             served = await self._after_failure(failure, deadline, facts)
 
+        # The certificates are the server's bytes: whatever cryptography cannot read in them
+        # (a field it refuses lazily, a date it cannot represent) is left unknown, never raised.
         certificates = _parse(served)
         leaf = certificates[0] if certificates else None
-        earliest = min(certificates, key=lambda c: c.not_valid_after_utc, default=None)
+        expiries = [(e, c) for c in certificates if (e := _not_after(c)) is not None]
+        earliest = min(expiries, key=lambda pair: pair[0], default=None)
         if leaf is not None:
-            facts["subject"] = _common_name(leaf.subject)
-            facts["issuer"] = _common_name(leaf.issuer)
+            facts["subject"] = _common_name(leaf, "subject")
+            facts["issuer"] = _common_name(leaf, "issuer")
             if facts["hostname_ok"] is None:
                 # OpenSSL stops at the first error: when the chain failed, the name is checked
                 # here, so an expired but correctly named certificate says so.
                 facts["hostname_ok"] = _hostname_matches(leaf, self.server_name)
         not_after: float | None = None
         if earliest is not None:
-            expiry = earliest.not_valid_after_utc
+            expiry, earliest_cert = earliest
             not_after = expiry.timestamp()
             days_left = (not_after - wall_now()) / _DAY
             facts["not_after"] = expiry.isoformat()
@@ -195,8 +201,8 @@ class TlsCheck(Check):
             if 0 <= days_left * _DAY < self.cfg.warn_before:
                 which = (
                     "certificate"
-                    if earliest is leaf
-                    else f"chain certificate {_common_name(earliest.subject)!r}"
+                    if earliest_cert is leaf
+                    else f"chain certificate {_common_name(earliest_cert, 'subject')!r}"
                 )
                 facts["warnings"] = [
                     f"{which} expires in {days_left:.1f} days ({expiry.isoformat()}), "
@@ -353,19 +359,35 @@ def _parse(served: list[bytes]) -> list[x509.Certificate]:
     for der in served:
         try:
             certificates.append(x509.load_der_x509_certificate(der))
-        except ValueError:
-            continue
+        except (ValueError, x509.InvalidVersion):
+            continue  # the server's bytes, not a certificate cryptography can read
     return certificates
 
 
-def _common_name(name: x509.Name) -> str:
+def _not_after(cert: x509.Certificate) -> datetime.datetime | None:
+    try:
+        return cert.not_valid_after_utc
+    except (ValueError, OverflowError):
+        return None
+
+
+def _common_name(cert: x509.Certificate, which: str) -> str | None:
+    """The subject's (or issuer's) CN, else the whole name; printable and cut to MAX_NAME_CHARS;
+    None when cryptography cannot read the name (a string type with bytes it refuses)."""
     from cryptography.x509.oid import NameOID
 
-    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if values:
-        value = values[0].value
-        return value.decode() if isinstance(value, bytes) else value
-    return name.rfc4514_string()
+    try:
+        name: x509.Name = cert.subject if which == "subject" else cert.issuer
+        values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if values:
+            value = values[0].value
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        else:
+            text = name.rfc4514_string()
+    except ValueError:
+        return None
+    shown = "".join(c if c.isprintable() else "?" for c in text[:MAX_NAME_CHARS])
+    return shown + "..." if len(text) > MAX_NAME_CHARS else shown
 
 
 def _hostname_matches(cert: x509.Certificate, server_name: str) -> bool:
@@ -380,6 +402,10 @@ def _hostname_matches(cert: x509.Certificate, server_name: str) -> bool:
         ).value
     except x509.ExtensionNotFound:
         san = None
+    except ValueError:
+        # Extensions cryptography cannot parse (a SAN with bytes no DNS name has, a duplicate
+        # extension): nothing here can be matched.
+        return False
     try:
         address = ipaddress.ip_address(server_name)
     except ValueError:
@@ -389,10 +415,13 @@ def _hostname_matches(cert: x509.Certificate, server_name: str) -> bool:
     host = server_name.rstrip(".").lower()
     patterns = san.get_values_for_type(x509.DNSName) if san is not None else []
     if not patterns:
-        patterns = [
-            v.value if isinstance(v.value, str) else v.value.decode()
-            for v in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        ]
+        try:
+            patterns = [
+                v.value if isinstance(v.value, str) else v.value.decode("utf-8", "replace")
+                for v in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            ]
+        except ValueError:
+            return False
     return any(_dns_name_matches(p, host) for p in patterns)
 
 

@@ -60,7 +60,7 @@ def test_the_demo_config_is_valid() -> None:
     [
         (
             "agent: [1\n",
-            ["F:2: (top): malformed YAML: expected ',' or ']', but got '<stream end>'"],
+            ["F:2: (top): malformed YAML: did not find expected ',' or ']'"],
         ),
         (BASE + "bogus: 1\n", ["F:10: bogus: unknown key"]),
         (

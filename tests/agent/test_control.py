@@ -257,7 +257,7 @@ async def test_a_self_check_settles_impairment_for_a_lone_agent(
         for url, impaired in ((f"http://127.0.0.1:{port}/", False), (_dead_url(), True)):
             config, _ = make_config()
             config = with_agent(
-                config, self_check={"url": url, "interval": "200ms", "timeout": "1s"}
+                config, self_check={"url": url, "interval": "200ms", "timeout": "200ms"}
             )
             platform.recover(PRIMARY)
             platform.recover("gcp-euw1")

@@ -33,7 +33,7 @@ def with_idp(platform: Platform, issuer: OidcIssuer, **journey: Any) -> dict[str
             "client_secret": CLIENT_SECRET,
             "audience": AUDIENCE,
             "interval": "300ms",
-            "timeout": "2s",
+            "timeout": "300ms",
             "refresh_before": "1s",
         }
     ]

@@ -654,9 +654,17 @@ async def test_exports_resume_when_the_collector_comes_back(
             later.append(journey_result())
             sink.handle(later[-1])
             await asyncio.sleep(0.25)
+        # The receiver has the data a moment before the exporter thread counts its success.
+        await wait_for(
+            lambda: all(
+                sink.export_counts()[(f"otlp:flaky:{signal}", "success")] > 0
+                for signal in ("metrics", "traces", "logs")
+            ),
+            "a counted success on every path",
+            timeout=10,
+        )
         counts = sink.export_counts()
         for signal in ("metrics", "traces", "logs"):
-            assert counts[(f"otlp:flaky:{signal}", "success")] > 0
             assert counts[(f"otlp:flaky:{signal}", "failure")] > 0
         await asyncio.to_thread(sink.close, 2.0)
 

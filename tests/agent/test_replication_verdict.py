@@ -31,7 +31,7 @@ def config_with_replication(
             "cluster": "orders-db",
             "rpo": rpo,
             "interval": "300ms",
-            "timeout": "2s",
+            "timeout": "300ms",
             "primary": {"site": "aws-use1", "dsn": pg_pair.primary.dsn()},
             "replicas": [{"site": "gcp-euw1", "dsn": pg_pair.replica.dsn()}],
         }

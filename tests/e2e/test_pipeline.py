@@ -53,7 +53,7 @@ def everything(pg_pair: PgPair, issuer: OidcIssuer, ca_file: Path, dns: Dnsmasq)
                 "cluster": "orders-db",
                 "rpo": "30s",
                 "interval": "500ms",
-                "timeout": "2s",
+                "timeout": "500ms",
                 "primary": {"site": "aws-use1", "dsn": pg_pair.primary.dsn()},
                 "replicas": [{"site": "gcp-euw1", "dsn": pg_pair.replica.dsn()}],
             }
