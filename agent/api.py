@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +25,14 @@ AGENT: web.AppKey[Agent] = web.AppKey("agent")
 
 
 def build_app(agent: Agent) -> web.Application:
-    app = web.Application()
+    # Only the control endpoints take a body, and theirs is small: aiohttp's default 1 MiB
+    # would let any client make the agent buffer a megabyte per request.
+    app = web.Application(client_max_size=MAX_CONTROL_BODY)
     app[AGENT] = agent
+    app.on_response_prepare.append(_nosniff)
     app.router.add_get("/", status_page)
+    app.router.add_get("/status.js", _static_file(STATUS_SCRIPT, "text/javascript"))
+    app.router.add_get("/status.css", _static_file(STATUS_STYLES, "text/css"))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -39,22 +47,62 @@ def build_app(agent: Agent) -> web.Application:
     return app
 
 
-STATUS_PAGE = Path(__file__).with_name("static") / "status.html"
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer is taken for what its Content-Type says, never sniffed as something else."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+STATIC = Path(__file__).with_name("static")
+STATUS_PAGE = STATIC / "status.html"
+STATUS_SCRIPT = STATIC / "status.js"
+STATUS_STYLES = STATIC / "status.css"
+
+# The status page runs its own script and styles, from the agent, and nothing else: no inline
+# script or style (an injected one would not run), no framing (clickjacking), no <base> or
+# form to redirect anything. The page fetches only the agent's own v1/ endpoints.
+STATUS_PAGE_CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+_STATIC_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 
 async def status_page(request: web.Request) -> web.Response:
-    """The operator's page: self-contained HTML that refreshes itself from /v1/verdict."""
+    """The operator's page: HTML whose script (status.js) refreshes it from /v1/verdict."""
     return web.Response(
         body=STATUS_PAGE.read_bytes(),
         content_type="text/html",
         charset="utf-8",
         headers={
-            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'",
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "no-cache",
+            **_STATIC_HEADERS,
+            "Content-Security-Policy": STATUS_PAGE_CSP,
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
         },
     )
+
+
+def _static_file(path: Path, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler serving one of the status page's own files (script, styles), read once."""
+    body = path.read_bytes()
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(
+            body=body,
+            content_type=content_type,
+            charset="utf-8",
+            headers=_STATIC_HEADERS,
+        )
+
+    return serve
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -108,14 +156,24 @@ def _view_json(agent: Agent) -> dict[str, object]:
 
 
 def _bearer_ok(request: web.Request, secret: SecretStr) -> bool:
-    """`Authorization: Bearer <secret>`, compared in constant time; anything else is no."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
+    """`Authorization: Bearer <secret>` (the scheme in any case), compared in constant time;
+    anything else is no: a bare token, another scheme, two Authorization headers, bytes that
+    are not UTF-8. Never raises."""
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) != 1:
+        return False
+    scheme, _, presented = headers[0].partition(" ")
+    presented = presented.strip(" \t")
     if scheme.lower() != "bearer" or not presented:
         return False
-    # Header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise.
-    given = presented.strip().encode("utf-8", "surrogateescape")
-    return hmac.compare_digest(given, secret.get_secret_value().encode("utf-8"))
+    try:
+        # Header bytes that are not UTF-8 arrive as surrogates: encode them back.
+        given = presented.encode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return False
+    # Digests of both: the comparison takes the same time whatever the presented length.
+    expected = secret.get_secret_value().encode("utf-8")
+    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
 
 
 def _unauthorized(message: str) -> web.Response:
@@ -191,6 +249,9 @@ async def timeline(request: web.Request) -> web.Response:
 # --- operator controls ---------------------------------------------------------------------
 
 MAX_CONTROL_BODY = 16_384
+# A control call's body (a few hundred bytes of JSON) arrives at once; one trickling in holds a
+# connection and a handler, so it gets this long, then 408.
+CONTROL_BODY_TIMEOUT = 10.0
 
 
 async def _control_request(request: web.Request) -> tuple[str, dict[str, object]] | web.Response:
@@ -209,9 +270,20 @@ async def _control_request(request: web.Request) -> tuple[str, dict[str, object]
         return web.json_response({"error": "unknown site"}, status=404)
     if request.content_length is not None and request.content_length > MAX_CONTROL_BODY:
         return web.json_response({"error": "request body too large"}, status=413)
-    raw = await request.content.read(MAX_CONTROL_BODY + 1)
-    if len(raw) > MAX_CONTROL_BODY:
+    try:
+        async with asyncio.timeout(CONTROL_BODY_TIMEOUT):
+            raw = await request.read()  # all of it, at most client_max_size (MAX_CONTROL_BODY)
+    except TimeoutError:
+        late = web.json_response(
+            {"error": f"the request body did not arrive within {CONTROL_BODY_TIMEOUT:g}s"},
+            status=408,
+        )
+        late.force_close()  # the rest of that body is not worth waiting for
+        return late
+    except web.HTTPRequestEntityTooLarge:
         return web.json_response({"error": "request body too large"}, status=413)
+    except web.RequestPayloadError:  # a malformed chunked or compressed body
+        return web.json_response({"error": "the request body is malformed"}, status=400)
     body: object = {}
     if raw.strip():
         try:

@@ -198,6 +198,18 @@ CATALOGUE: dict[str, MetricSpec] = {
         ),
         MetricSpec("sink_errors_total", _C, "Results a sink failed to take.", ("sink",)),
         MetricSpec(
+            "cleanup_pending",
+            _G,
+            "Journey runs whose cleanup is owed (a crash or a failed cleanup), to be retried.",
+            (),
+        ),
+        MetricSpec(
+            "cleanup_abandoned_total",
+            _C,
+            "Journey runs whose cleanup was given up: their synthetic data is left on the site.",
+            ("journey", "site"),
+        ),
+        MetricSpec(
             "event_loop_lag_seconds",
             _G,
             "How late the event loop woke a timer last; agent timings are only as good as this.",

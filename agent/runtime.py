@@ -31,6 +31,7 @@ from agent.peers import PeerPoller, PeerState
 from agent.prometheus import PrometheusSink
 from agent.results import Result
 from agent.scheduler import Scheduler
+from agent.server import GuardedSite, runner_options
 from agent.sinks import FanOut
 from agent.timeline import Timeline
 from agent.verdict import (
@@ -49,6 +50,7 @@ from probes import registry
 from probes.base import ProbeContext
 from probes.http import new_session
 from probes.idp import TokenCache
+from probes.journal import CleanupJournal, retry_pending
 
 if TYPE_CHECKING:
     from agent import otlp
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 LOOP_LAG_PERIOD = 0.5
 VERDICT_MIN_GAP = 0.02
 OTLP_CLOSE_TIMEOUT = 5.0
+CLEANUP_RETRY_PERIOD = 30.0
 
 
 class Agent:
@@ -77,6 +80,8 @@ class Agent:
         )
         self.control = ControlStore(config.agent.vantage, config.agent.state_dir)
         self.control.load()
+        # One journal per process: the runs in flight and the retry pass must share it.
+        self.journal = CleanupJournal(config.agent.state_dir)
         self.timeline = Timeline()
         self._changed = asyncio.Event()  # a result, a peer view or an action: judge again
         self.fanout = FanOut([self.views, _Nudge(self._changed), _LogSink()])
@@ -105,17 +110,22 @@ class Agent:
             self.scheduler = Scheduler(
                 self.probe_context(), self.fanout, concurrency=self.config.agent.concurrency
             )
-            runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            runner = web.AppRunner(
+                build_app(self), access_log=None, handle_signals=False, **runner_options()
+            )
             await runner.setup()
+            # Not web.TCPSite: every connection is on a clock and their number is capped, so
+            # idle or half-open sockets cannot lock out /healthz (agent/server.py).
+            site = GuardedSite(
+                runner,
+                self.config.agent.listen_host,
+                self.config.agent.listen_port,
+                max_connections=self.config.agent.max_connections,
+                reuse_address=True,
+            )
             try:
-                site = web.TCPSite(
-                    runner,
-                    self.config.agent.listen_host,
-                    self.config.agent.listen_port,
-                    reuse_address=True,
-                )
-                await site.start()
-                self.port = _bound_port(runner)
+                await site.start()  # ListenError (one line) when the address is unusable
+                self.port = _bound_port(site)
                 if install_signals:
                     # Before announcing ourselves: a supervisor may signal us right after.
                     self._install_signals(loop)
@@ -130,6 +140,7 @@ class Agent:
                     watchers = [
                         tg.create_task(self._verdict_loop()),
                         tg.create_task(self._loop_lag_monitor()),
+                        tg.create_task(self._cleanup_retries()),
                     ]
                     self._start_peers()
                     await self._stopping.wait()
@@ -148,7 +159,8 @@ class Agent:
                 if install_signals:
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                         loop.remove_signal_handler(sig)
-                await runner.cleanup()
+                await runner.cleanup()  # stops the site, then closes its connections
+                await site.abort_remaining()
         log.info("stopped")
 
     def stop(self) -> None:
@@ -189,7 +201,7 @@ class Agent:
 
     def probe_context(self) -> ProbeContext:
         assert self.http is not None
-        return probe_context(self.config, self.http)
+        return probe_context(self.config, self.http, self.journal)
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -397,6 +409,32 @@ class Agent:
                 async with asyncio.timeout(1.0 - VERDICT_MIN_GAP):
                     await self._changed.wait()
 
+    async def _cleanup_retries(self) -> None:
+        # Cleanups owed by an earlier process (killed mid-journey) run first, beside the
+        # scheduler rather than before it: start-up is not held up by an unreachable site.
+        # Then every CLEANUP_RETRY_PERIOD for cleanups that failed since.
+        if not self.journal.enabled:
+            return
+        while True:
+            if self.scheduler is not None:
+                try:
+                    report = await retry_pending(
+                        self.journal,
+                        self.scheduler.checks,
+                        self.probe_context(),
+                        budget=CLEANUP_RETRY_PERIOD,
+                    )
+                    if report.cleaned or report.abandoned:
+                        log.info(
+                            "cleanup journal: %d owed cleanup(s) done, %d given up, %d pending",
+                            report.cleaned,
+                            report.abandoned,
+                            report.pending,
+                        )
+                except Exception:  # the retry pass must never stop the agent
+                    log.exception("the cleanup journal's retry pass failed")
+            await asyncio.sleep(CLEANUP_RETRY_PERIOD)
+
     async def _loop_lag_monitor(self) -> None:
         while True:
             start = time.monotonic()
@@ -436,6 +474,10 @@ class Agent:
                 n = self.scheduler.confirmations.get((check.name, check.kind), 0)
                 if check.critical:
                     yield s("check_confirmation_runs_total", float(n), check.name, check.kind)
+        if self.journal.enabled:
+            yield s("cleanup_pending", float(len(self.journal.pending())))
+            for (journey, site), n in sorted(self.journal.abandoned.items()):
+                yield s("cleanup_abandoned_total", float(n), journey, site)
         for sink in self.fanout.sinks:  # every sink, from 0: rate() needs the series to exist
             yield s("sink_errors_total", float(self.fanout.errors.get(sink.name, 0)), sink.name)
         yield s("telemetry_exports_total", float(self.scrapes), "prometheus", "success")
@@ -465,11 +507,12 @@ class _LogSink:
         log_result(result)
 
 
-def _bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("the API server is not bound")
+def _bound_port(site: GuardedSite) -> int:
+    """The port the API listens on: the one the kernel chose when the config says port 0."""
+    port = site.port
+    if not port:
+        raise RuntimeError("the API server is not bound")
+    return port
 
 
 def hysteresis(config: Config) -> Hysteresis:
@@ -482,7 +525,10 @@ def failback_policy(config: Config, site: SiteConfig) -> FailbackPolicy:
     return FailbackPolicy(auto=chosen.policy == "auto", stable_for=chosen.stable_for)
 
 
-def probe_context(config: Config, http: aiohttp.ClientSession) -> ProbeContext:
-    """What every check run shares: the HTTP session and the IdP token cache."""
+def probe_context(
+    config: Config, http: aiohttp.ClientSession, journal: CleanupJournal | None = None
+) -> ProbeContext:
+    """What every check run shares: the HTTP session, the IdP token cache and the cleanup
+    journal."""
     tokens = TokenCache({i.name: i for i in config.idps}, http) if config.idps else None
-    return ProbeContext(vantage=config.agent.vantage, http=http, tokens=tokens)
+    return ProbeContext(vantage=config.agent.vantage, http=http, tokens=tokens, journal=journal)

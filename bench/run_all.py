@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--durations", "2", "--reps", "1"],
     ),
     "detection": ("bench.detection", [], ["--quick"]),
+    "api_starvation": ("bench.api_starvation", [], ["--quick"]),
 }
 # These print their figures and write no summary file: their last lines are the summary.
 PRINTS_ONLY = {"journeys", "replication", "detection"}

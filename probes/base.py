@@ -26,6 +26,38 @@ class TokenSource(Protocol):
         """Drop a cached token the target refused (only if it is still the cached one)."""
 
 
+class RunJournal(Protocol):
+    """Where a journey run notes what its cleanup will need, before it creates anything, so
+    that cleanup can still happen after a crash (probes/journal.py's CleanupJournal).
+
+    Best effort by contract: these methods never raise for I/O trouble (they log it), and the
+    run goes on either way.
+    """
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def record(
+        self,
+        *,
+        check: str,
+        journey: str,
+        site: str,
+        run_id: str,
+        variables: Mapping[str, object],
+    ) -> None:
+        """Note a run, with the variables its cleanup uses known so far, before the step whose
+        effects that cleanup would undo (before the first step, at the latest before the
+        step after the one that extracted what the cleanup needs)."""
+
+    async def update(self, run_id: str, variables: Mapping[str, object]) -> None:
+        """The run extracted variables its cleanup uses: note them before its next step."""
+
+    async def finish(self, run_id: str, *, cleaned: bool) -> None:
+        """The run's cleanup is over: forget the run if it `cleaned`, else keep it for a
+        later retry."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeContext:
     """What the agent shares with every check run: never per-run state."""
@@ -35,6 +67,8 @@ class ProbeContext:
     tokens: TokenSource | None = None
     # Extra long-lived shared objects, by name, for probes that need them.
     extras: Mapping[str, object] = field(default_factory=dict)
+    # Journeys with cleanup steps note their runs here (None: no journal, no crash recovery).
+    journal: RunJournal | None = None
 
 
 class Check(abc.ABC):

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import itertools
 import json
 import re
+import reprlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import aiohttp
 from pydantic import BeforeValidator, Field, field_validator, model_validator
+from yarl import URL
 
-from agent.configtypes import Duration, Model, Name, Secret
+from agent.configtypes import Duration, Interval, Model, Name, Secret, Timeout
+from agent.redact import REDACTOR, redact
 from agent.results import CheckFailure, Reason, Result, StepResult
-from probes.base import Check, ProbeContext, new_run_id, new_span_id, new_trace_id, wall_now
+from probes.base import (
+    Check,
+    ProbeContext,
+    RunJournal,
+    new_run_id,
+    new_span_id,
+    new_trace_id,
+    wall_now,
+)
 from probes.http import classify, public_phases, read_bounded, ssl_context
-from probes.templating import JsonPath, MissingVariable, find, render, render_text
+from probes.templating import (
+    JsonPath,
+    MissingVariable,
+    UnusableVariable,
+    find,
+    render,
+    render_text,
+    variables_in,
+)
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -28,6 +48,17 @@ VANTAGE_HEADER = "X-Failsight-Vantage"
 
 # Variables every run defines before its first step.
 BUILTIN_VARIABLES = frozenset({"run_id", "site", "tenant", "vantage", "journey"})
+
+# The deepest nesting of arrays and objects a response may have. Deeper documents are refused
+# before parsing: the JSON parser, repr() and json.dumps() recurse once per level, and no API
+# nests this deep. Checked on the raw bytes without recursing (see json_depth_exceeds).
+MAX_JSON_DEPTH = 256
+# Failure messages quote at most this much of what a target sent (values, headers, bodies).
+MAX_QUOTED = 200
+MAX_MESSAGE = 1000
+# What is quoted is redacted (agent.redact) before it is cut, over this much more than is
+# kept: a secret the target echoed must be whole to be found, and a cut one would leak.
+REDACT_WINDOW = 4096
 
 _STATUS_RANGE = re.compile(r"^\s*([1-5]\d\d)\s*-\s*([1-5]\d\d)\s*$")
 _STATUS_CLASS = re.compile(r"^\s*([1-5])xx\s*$", re.IGNORECASE)
@@ -136,7 +167,7 @@ class Step(Model):
     query: dict[str, str] = Field(default_factory=dict)
     headers: dict[str, Secret] = Field(default_factory=dict)
     body: Any = Field(default=None, alias="json")
-    timeout: Duration | None = None
+    timeout: Timeout | None = None
     expect: Expect = Field(default_factory=Expect)
     extract: dict[str, JsonPath] = Field(default_factory=dict)
     poll: Poll | None = None
@@ -162,9 +193,11 @@ class Step(Model):
 class JourneyConfig(Model):
     name: Name
     sites: list[str] | None = None  # default: every configured site
-    interval: Duration = 30.0
-    timeout: Duration = 20.0  # for the steps; cleanup has its own budget
-    cleanup_timeout: Duration = 10.0
+    interval: Interval = 30.0
+    # For the steps, and may exceed the interval: a journey is a transaction, and a run still
+    # going at its next tick makes that tick a counted skip, never an overlap.
+    timeout: Timeout = 20.0
+    cleanup_timeout: Timeout = 10.0
     critical: bool = True  # critical journeys drive the site's view
     idp: str | None = None
     bearer_token: Secret | None = None
@@ -211,6 +244,15 @@ class JourneyCheck(Check):
         self.site_headers = dict(site_headers or {})
         self.ssl = ssl_context(ca_file, tls_verify)
         self._tenants = itertools.cycle(cfg.tenants)
+        # What a crash-recovery journal keeps of a run: the built-ins and the extracted
+        # variables the cleanup steps (or the site's headers) use; nothing else (config
+        # variables and secrets come from the config in force when the cleanup is retried).
+        used = variables_in([_templates(step) for step in cfg.cleanup])
+        used |= variables_in([v.get_secret_value() for v in self.site_headers.values()])
+        extracted = {name for step in cfg.steps for name in step.extract}
+        self.journaled = frozenset(BUILTIN_VARIABLES | (extracted & used))
+        # What each cleanup step must have not to be skipped as not needed (see _Run.cleanup).
+        self.cleanup_needs = [variables_in([step.path, step.body]) for step in cfg.cleanup]
 
     async def run(self, ctx: ProbeContext) -> Result:
         run_id = new_run_id()
@@ -223,15 +265,25 @@ class JourneyCheck(Check):
             "vantage": ctx.vantage,
             "journey": self.cfg.name,
         }
+        journal = ctx.journal if self.cfg.cleanup else None
+        if journal is not None and not journal.enabled:
+            journal = None
         started_at = wall_now()
         start = time.monotonic()
-        run = _Run(self, ctx, run_id, trace_id, variables, start)
+        run = _Run(self, ctx, run_id, trace_id, variables, start, journal)
         steps: list[StepResult] = []
         try:
+            await run.note()  # before the first step
             steps = await run.steps(start + self.cfg.timeout)
         finally:
             duration = time.monotonic() - start
-            cleanup = await run.cleanup()
+            cleaned = False
+            try:
+                cleanup = await run.cleanup()
+                cleaned = all(c.ok for c in cleanup)
+            finally:
+                if journal is not None and run.noted is not None:
+                    await journal.finish(run_id, cleaned=cleaned)
         failed = next((s for s in steps if not s.ok and not s.skipped), None)
         return self.result(
             ok=failed is None,
@@ -251,6 +303,33 @@ class JourneyCheck(Check):
             },
         )
 
+    async def cleanup_for(
+        self, ctx: ProbeContext, run_id: str, variables: Mapping[str, object]
+    ) -> tuple[StepResult, ...]:
+        """Run the cleanup steps for an earlier run of this journey, as that run would have:
+        its run id, the variables a journal kept of it (over the config's own variables), and
+        the token and headers of the config in force now. For crash recovery
+        (probes/journal.py); never raises for a failure of the target."""
+        run = _Run(
+            self,
+            ctx,
+            run_id,
+            new_trace_id(),
+            {**self.cfg.variables, **variables},
+            time.monotonic(),
+        )
+        return await run.cleanup()
+
+
+def _templates(step: Step) -> list[Any]:
+    """Every template of a step: path, query values, header values, body."""
+    return [
+        step.path,
+        list(step.query.values()),
+        [v.get_secret_value() for v in step.headers.values()],
+        step.body,
+    ]
+
 
 class _Run:
     """The state of one journey run: variables extracted so far and the token."""
@@ -263,6 +342,7 @@ class _Run:
         trace_id: str,
         variables: dict[str, object],
         start: float,
+        journal: RunJournal | None = None,
     ) -> None:
         self.check = check
         self.cfg = check.cfg
@@ -272,12 +352,47 @@ class _Run:
         self.variables = variables
         self.start = start
         self.token: str | None = None
+        self.journal = journal
+        self.noted: dict[str, object] | None = None  # what the journal holds of the run
+
+    def journaled(self) -> dict[str, object]:
+        """The variables a journal keeps of this run (see JourneyCheck.journaled)."""
+        return {k: v for k, v in self.variables.items() if k in self.check.journaled}
+
+    async def note(self) -> None:
+        """Tell the journal what a cleanup of this run would need, if it changed: before the
+        first step, and after each step that extracted variables (before the next step).
+
+        A run is noted from the moment its cleanup could act, i.e. some cleanup step would not
+        be skipped as not needed: before the first step when a cleanup step uses only
+        built-ins (`{{run_id}}`), else once the first variable it uses is extracted. Before
+        that, a retry would have nothing to do, and the file write would be wasted.
+        """
+        if self.journal is None:
+            return
+        kept = self.journaled()
+        if self.noted is None:
+            if not any(needs <= self.variables.keys() for needs in self.check.cleanup_needs):
+                return
+            self.noted = kept
+            await self.journal.record(
+                check=self.check.name,
+                journey=self.cfg.name,
+                site=self.check.site or "",
+                run_id=self.run_id,
+                variables=kept,
+            )
+        elif kept != self.noted:
+            self.noted = kept
+            await self.journal.update(self.run_id, kept)
 
     async def steps(self, deadline: float) -> list[StepResult]:
         results: list[StepResult] = []
         for index, step in enumerate(self.cfg.steps):
             result = await self.step(step, deadline)
             results.append(result)
+            if step.extract:
+                await self.note()  # before the next step: what undoing this one needs
             if not result.ok:
                 results.extend(
                     StepResult(
@@ -311,6 +426,8 @@ class _Run:
                     )
                 )
                 continue
+            except UnusableVariable:
+                pass  # needed, but cannot be sent: the step itself reports it as `extraction`
             results.append(await self.step(step, deadline))
         return tuple(results)
 
@@ -340,7 +457,9 @@ class _Run:
                 ok=ok,
                 duration=time.perf_counter() - t0,
                 reason=reason,
-                message=message,
+                # Messages quote what a target sent: one line, printable, bounded (redacted
+                # first, so that the cut cannot split a secret the target echoed).
+                message=printable(redact(message[: MAX_MESSAGE + REDACT_WINDOW]), MAX_MESSAGE),
                 status=status,
                 phases=public_phases(phases),
                 attempts=attempts,
@@ -351,7 +470,8 @@ class _Run:
             )
 
         try:
-            url = self.check.base_url + render_text(step.path, self.variables)
+            target = self.url(step)
+            url = str(target)
             budget = deadline - time.monotonic()
             if step.timeout is not None:
                 budget = min(budget, step.timeout)
@@ -363,12 +483,14 @@ class _Run:
                 while True:
                     attempts += 1
                     phases = {}
-                    status, response_headers, body = await self.request(step, url, headers, phases)
+                    status, response_headers, body = await self.request(
+                        step, target, headers, phases
+                    )
                     self.check_status(step, status, body)
                     document = None
                     if step.poll is not None:
-                        document = _json(body, response_headers)
-                        seen = find(step.poll.path, document)
+                        document = parse_json(body, response_headers)
+                        seen = _find(step.poll.path, document)
                         if seen and seen[0] == step.poll.until:
                             break
                         if time.monotonic() + step.poll.interval > poll_deadline:
@@ -391,16 +513,49 @@ class _Run:
             return result(False, failure.reason, failure.message)
         except MissingVariable as missing:
             return result(False, Reason.EXTRACTION, f"variable {missing.name} has no value")
+        except UnusableVariable as unusable:  # raised outside a field (the cleanup check)
+            return result(False, Reason.EXTRACTION, str(unusable))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason, message = classify(exc)
             return result(False, reason, message)
         return result(True)
 
+    def url(self, step: Step) -> URL:
+        """The step's URL. Extracted values in the path are inserted as text (yarl quotes
+        what a URL cannot hold); one that cannot be fails the step as `extraction`."""
+        path = _text_field(step.path, self.variables, "the path")
+        try:
+            return URL(self.check.base_url + path)
+        except (ValueError, TypeError) as exc:
+            failure = _unsendable("the path", step.path, self.variables, exc)
+            if failure is None:
+                raise
+            raise failure from None
+
     async def headers(self, step: Step, span_id: str) -> dict[str, str]:
-        headers = {
-            name: render_text(value.get_secret_value(), self.variables)
-            for name, value in {**self.check.site_headers, **step.headers}.items()
-        }
+        headers: dict[str, str] = {}
+        for name, value in {**self.check.site_headers, **step.headers}.items():
+            template = value.get_secret_value()
+            text = _text_field(template, self.variables, f"header {name}")
+            if _FORBIDDEN_HEADER_CHARS.search(text):
+                # aiohttp would refuse to send it (CR/LF would split the request): name the
+                # variable that brought the control character, never the value.
+                culprits = [
+                    v
+                    for v in _names_in(template)
+                    if isinstance(self.variables.get(v), str)
+                    and _FORBIDDEN_HEADER_CHARS.search(str(self.variables[v]))
+                ]
+                raise CheckFailure(
+                    Reason.EXTRACTION,
+                    f"header {name}: "
+                    + (
+                        f"variable {', '.join(culprits)} contains control characters"
+                        if culprits
+                        else "the value contains control characters"
+                    ),
+                )
+            headers[name] = text
         headers.update(
             {
                 "Idempotency-Key": f"{self.run_id}-{step.name}",
@@ -416,20 +571,41 @@ class _Run:
         return headers
 
     async def request(
-        self, step: Step, url: str, headers: dict[str, str], phases: dict[str, float]
+        self, step: Step, url: URL, headers: dict[str, str], phases: dict[str, float]
     ) -> tuple[int, Mapping[str, str], bytes]:
-        body = render(step.body, self.variables) if step.body is not None else None
-        params = {k: render_text(v, self.variables) for k, v in step.query.items()}
-        async with self.ctx.http.request(
-            step.method,
-            url,
-            params=params or None,
-            headers=headers,
-            json=body,
-            ssl=self.check.ssl,
-            allow_redirects=False,
-            trace_request_ctx=phases,
-        ) as response:
+        try:
+            body = render(step.body, self.variables) if step.body is not None else None
+        except UnusableVariable as unusable:
+            raise CheckFailure(
+                Reason.EXTRACTION, f"{unusable} and cannot go in the JSON body"
+            ) from None
+        params = {
+            k: _text_field(v, self.variables, f"query parameter {k}") for k, v in step.query.items()
+        }
+        try:
+            response = await self.ctx.http.request(
+                step.method,
+                url,
+                params=params or None,
+                headers=headers,
+                json=body,
+                ssl=self.check.ssl,
+                allow_redirects=False,
+                trace_request_ctx=phases,
+            )
+        except (aiohttp.InvalidURL, ValueError, TypeError, RecursionError) as exc:
+            # aiohttp or yarl refused to build or send the request. When values from the
+            # target went into it, that is the target's doing: `extraction`, naming the
+            # variables (their values may be anything). Otherwise it is a bug: re-raised.
+            templates = [
+                _templates(step),
+                [v.get_secret_value() for v in self.check.site_headers.values()],
+            ]
+            failure = _unsendable("the request", templates, self.variables, exc)
+            if failure is None:
+                raise
+            raise failure from None
+        async with response:
             t_body = time.perf_counter()
             data = await read_bounded(response, self.cfg.max_body_bytes)
             phases["body"] = time.perf_counter() - t_body
@@ -444,7 +620,11 @@ class _Run:
         if reason is Reason.AUTH and self.cfg.idp and self.ctx.tokens and self.token:
             # The next run asks the IdP again instead of reusing a token the site refused.
             self.ctx.tokens.invalidate(self.cfg.idp, self.token)
-        snippet = body[:200].decode("utf-8", "replace").strip()
+        # The start of the body, for context: redacted while whole (the target may echo our
+        # token), then made one printable line so that a target cannot forge log lines or
+        # terminal escapes in our output, and cut.
+        start = body[: MAX_QUOTED + REDACT_WINDOW].decode("utf-8", "replace")
+        snippet = printable(redact(start), MAX_QUOTED)
         raise CheckFailure(reason, f"HTTP {status}" + (f": {snippet}" if snippet else ""))
 
     def assert_response(
@@ -453,34 +633,185 @@ class _Run:
         expect = step.expect
         if expect.json_ or step.extract:
             if document is None:
-                document = _json(body, headers)
+                document = parse_json(body, headers)
             for check in expect.json_:
                 _assert_json(check, document)
         for header in expect.headers:
             _assert_header(header, headers)
         for variable, path in step.extract.items():
-            found = find(path, document)
+            found = _find(path, document)
             if not found:
                 raise CheckFailure(Reason.EXTRACTION, f"{path} matched nothing for {variable}")
             self.variables[variable] = found[0]
 
 
-def _json(body: bytes, headers: Mapping[str, str]) -> Any:
+# --- what a target sends: parsed and quoted without trusting it ------------------------------
+
+# Control characters aiohttp refuses in a header value (tab is allowed).
+_FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+# What the depth check keeps of a JSON text: brackets and the quotes that delimit strings.
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+# Opening brackets as the signed byte +1, closing ones as -1.
+_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_OPEN, _LEAF = b"\x01", b"\x01\xff"
+
+
+def json_depth_exceeds(data: bytes, limit: int, *, passes: int = 8) -> bool:
+    """Whether a UTF-8 JSON text nests arrays and objects deeper than `limit`.
+
+    Without recursion and without a Python loop over the bytes: everything runs in C
+    (bytes.replace, translate, split). Escaped backslashes and quotes are dropped, then all
+    but brackets and quotes; what lies between quotes (strings) is dropped; brackets become
+    +1/-1. Then up to `passes` rounds remove every innermost `[]`/`{}` pair (one level each);
+    a run of opening brackets longer than the levels left answers yes, few enough opening
+    brackets answer no; failing both, the running sum is computed (itertools.accumulate).
+    Exact for valid JSON; on broken JSON the answer may be off, and the parser refuses it
+    anyway. Cost (measured): 1 µs for a small response (the first line answers); for
+    megabytes, a fifth to a third of json.loads's own time (2.5 MB of objects: ~20 ms against
+    ~120 ms); 5-10 ms for 1 MB of hostile nesting, which json.loads would not survive.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:  # the usual case, a small document
+        return False
+    if b"\\" in data:
+        # Left to right, `\\` pairs are exactly the escaped backslashes; after them every
+        # `\"` is an escaped quote. Other escapes do not matter here.
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in structure:  # strings with brackets in them remain: keep what is outside
+        structure = b"".join(structure.split(b'"')[::2])
+    steps = structure.translate(_DEPTH_STEPS)
+    removed = 0  # levels removed so far: the depth is the depth left plus these
+    while True:
+        if steps.count(_OPEN) + removed <= limit:
+            return False
+        if _OPEN * (limit + 1 - removed) in steps:
+            return True
+        if removed == passes:
+            break
+        shorter = steps.replace(_LEAF, b"")
+        if len(shorter) == len(steps):
+            break
+        steps, removed = shorter, removed + 1
+    return max(itertools.accumulate(array.array("b", steps))) + removed > limit
+
+
+def parse_json(body: bytes, headers: Mapping[str, str]) -> Any:
+    """A response body as JSON; any failure is the step's `extraction` failure, with a short
+    message that quotes nothing of the body."""
+    kind = printable(headers.get("Content-Type", "no content type"), 80)
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        kind = headers.get("Content-Type", "no content type")
+        encoding = json.detect_encoding(body)
+        # The depth check reads UTF-8: other encodings JSON allows (UTF-16/32) are converted.
+        utf8 = (
+            body
+            if encoding.startswith("utf-8")
+            else body.decode(encoding, "surrogatepass").encode("utf-8", "surrogatepass")
+        )
+    except (UnicodeError, LookupError):
         raise CheckFailure(
             Reason.EXTRACTION, f"response is not JSON ({kind}, {len(body)} bytes)"
         ) from None
+    if json_depth_exceeds(utf8, MAX_JSON_DEPTH):
+        raise CheckFailure(
+            Reason.EXTRACTION, f"response JSON nests deeper than {MAX_JSON_DEPTH} levels"
+        )
+    try:
+        return json.loads(body)
+    except (UnicodeError, json.JSONDecodeError):
+        raise CheckFailure(
+            Reason.EXTRACTION, f"response is not JSON ({kind}, {len(body)} bytes)"
+        ) from None
+    except RecursionError:  # only with a stack already deep: the depth is bounded above
+        raise CheckFailure(Reason.EXTRACTION, "response JSON nests too deep to be read") from None
+    except ValueError:  # e.g. an integer of more than 4300 digits (sys.int_info)
+        raise CheckFailure(
+            Reason.EXTRACTION, "response JSON has a value that cannot be read (a number too long?)"
+        ) from None
+
+
+def _find(path: str, document: Any) -> list[Any]:
+    """`find`, with any failure on the target's document an `extraction` failure: too deep
+    for the JSON path engine, or values the path's functions cannot take (`sorted` over
+    numbers and strings)."""
+    try:
+        return find(path, document)
+    except RecursionError:
+        raise CheckFailure(
+            Reason.EXTRACTION, f"{path}: the response JSON nests too deep to evaluate it"
+        ) from None
+    except Exception as exc:  # jsonpath-ng raises what its functions raise
+        raise CheckFailure(
+            Reason.EXTRACTION,
+            f"{path} cannot be evaluated on the response ({type(exc).__name__})",
+        ) from None
+
+
+def printable(text: str, limit: int) -> str:
+    """Text a target sent, made safe to put in a message, a log line or a terminal: every
+    non-printable character (C0 and C1 controls, so CR, LF and the ESC of ANSI sequences;
+    Unicode format characters such as bidi overrides; line separators) becomes a blank, runs
+    of blanks one, and the text is cut to `limit` characters."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    text = text[: limit * 4]
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+_quote = reprlib.Repr()
+_quote.maxstring = 80
+_quote.maxother = 80
+_quote.maxlong = 80
+_quote.maxlist = _quote.maxtuple = _quote.maxdict = 5
+_quote.maxlevel = 3
+
+
+def show(value: Any) -> str:
+    """A value from a target, for a message: repr (so control characters are escaped),
+    bounded in size and depth whatever the value, and every secret of the process redacted
+    from its strings before anything is cut (the target may echo our token)."""
+    try:
+        return printable(_quote.repr(REDACTOR.data(value)), MAX_QUOTED)
+    except Exception:  # a value repr() cannot take: say what it is, not what it holds
+        return f"<{type(value).__name__}>"
 
 
 def _show(values: Sequence[Any]) -> str:
-    return "missing" if not values else repr(values[0])
+    return "missing" if not values else show(values[0])
+
+
+def _names_in(template: str) -> list[str]:
+    return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+
+
+def _text_field(template: str, variables: Mapping[str, object], field: str) -> str:
+    """A template rendered as text for one field of the request; an object, array or null
+    is the step's `extraction` failure, naming the variable and the field."""
+    try:
+        return render_text(template, variables)
+    except UnusableVariable as unusable:
+        raise CheckFailure(Reason.EXTRACTION, f"{unusable} and cannot go in {field}") from None
+
+
+def _unsendable(
+    field: str, templates: Any, variables: Mapping[str, object], exc: BaseException
+) -> CheckFailure | None:
+    """The failure for a request aiohttp or yarl refused: `extraction` naming the variables
+    used in `field` when there are any (never their values); None when the request used no
+    variable, and the refusal is a bug to report as such."""
+    used = sorted(name for name in variables_in(templates) if name in variables)
+    if not used:
+        return None
+    return CheckFailure(
+        Reason.EXTRACTION,
+        f"{field} cannot be sent with the values of {', '.join(used)} ({type(exc).__name__})",
+    )
 
 
 def _assert_json(check: JsonAssertion, document: Any) -> None:
-    found = find(check.path, document)
+    found = _find(check.path, document)
     if check.exists is not None:
         if bool(found) != check.exists:
             wanted = "to exist" if check.exists else "to be absent"
@@ -492,16 +823,18 @@ def _assert_json(check: JsonAssertion, document: Any) -> None:
     if check.one_of is not None:
         if value not in check.one_of:
             raise CheckFailure(
-                Reason.ASSERTION, f"{check.path} is {value!r}, expected one of {check.one_of!r}"
+                Reason.ASSERTION,
+                f"{check.path} is {show(value)}, expected one of {check.one_of!r}",
             )
     elif check.regex is not None:
         if not isinstance(value, str | int | float) or not re.search(check.regex, str(value)):
             raise CheckFailure(
-                Reason.ASSERTION, f"{check.path} is {value!r}, expected to match {check.regex!r}"
+                Reason.ASSERTION,
+                f"{check.path} is {show(value)}, expected to match {check.regex!r}",
             )
     elif value != check.equals:
         raise CheckFailure(
-            Reason.ASSERTION, f"{check.path} is {value!r}, expected {check.equals!r}"
+            Reason.ASSERTION, f"{check.path} is {show(value)}, expected {check.equals!r}"
         )
 
 
@@ -516,11 +849,12 @@ def _assert_header(check: HeaderAssertion, headers: Mapping[str, str]) -> None:
         raise CheckFailure(Reason.ASSERTION, f"header {check.name} is missing")
     if check.equals is not None and value != check.equals:
         raise CheckFailure(
-            Reason.ASSERTION, f"header {check.name} is {value!r}, expected {check.equals!r}"
+            Reason.ASSERTION, f"header {check.name} is {show(value)}, expected {check.equals!r}"
         )
     if check.regex is not None and not re.search(check.regex, value):
         raise CheckFailure(
-            Reason.ASSERTION, f"header {check.name} is {value!r}, expected to match {check.regex!r}"
+            Reason.ASSERTION,
+            f"header {check.name} is {show(value)}, expected to match {check.regex!r}",
         )
 
 

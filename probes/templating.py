@@ -25,6 +25,20 @@ class MissingVariable(KeyError):
         self.name = name
 
 
+class UnusableVariable(ValueError):
+    """A variable's value cannot be put where the template puts it as text (an object, an
+    array or null in a path, a query value, a header, or inside a longer string).
+
+    The message names the variable and the kind of value, never the value itself: values are
+    extracted from a target's responses and may be anything.
+    """
+
+    def __init__(self, name: str, kind: str) -> None:
+        super().__init__(f"variable {name} is {kind}, not text")
+        self.name = name
+        self.kind = kind
+
+
 def variables_in(value: Any) -> set[str]:
     """Every variable a template value (string, list or mapping, nested) refers to."""
     if isinstance(value, str):
@@ -55,7 +69,9 @@ def render(value: Any, variables: Mapping[str, object]) -> Any:
     """Substitute variables into a template value.
 
     A string that is exactly one placeholder takes the variable's own value (so an extracted
-    number stays a number in a JSON body); anywhere else the value is inserted as text.
+    number stays a number in a JSON body); anywhere else the value is inserted as text, and so
+    are mapping keys (JSON object keys are strings). Raises MissingVariable, or
+    UnusableVariable for an object, array or null inserted as text.
     """
     if isinstance(value, str):
         whole = _ONLY_VAR.match(value)
@@ -63,17 +79,27 @@ def render(value: Any, variables: Mapping[str, object]) -> Any:
             return _lookup(variables, whole.group(1))
         if "{{" not in value:
             return value
-        return _VAR.sub(lambda m: _as_text(_lookup(variables, m.group(1))), value)
+        return render_text(value, variables)
     if isinstance(value, Mapping):
-        return {render(k, variables): render(v, variables) for k, v in value.items()}
+        return {
+            render_text(k, variables) if isinstance(k, str) else k: render(v, variables)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [render(v, variables) for v in value]
     return value
 
 
 def render_text(value: str, variables: Mapping[str, object]) -> str:
-    """Like render, but always text (URLs, headers, query values)."""
-    return _VAR.sub(lambda m: _as_text(_lookup(variables, m.group(1))), value)
+    """Like render, but always text (URLs, headers, query values).
+
+    Strings, numbers and booleans (as `true`/`false`) are inserted as text; an object, an array
+    or null raises UnusableVariable naming the variable (a dict in a URL path is a broken
+    request, not `{'a': 1}`).
+    """
+    if "{{" not in value:
+        return value
+    return _VAR.sub(lambda m: _as_text(m.group(1), _lookup(variables, m.group(1))), value)
 
 
 def _lookup(variables: Mapping[str, object], name: str) -> object:
@@ -83,10 +109,23 @@ def _lookup(variables: Mapping[str, object], name: str) -> object:
         raise MissingVariable(name) from None
 
 
-def _as_text(value: object) -> str:
+def _as_text(name: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    if isinstance(value, int | float):
+        try:
+            return str(value)
+        except ValueError:  # an int past Python's digit limit for str()
+            raise UnusableVariable(name, "a number too long to write out") from None
+    if value is None:
+        raise UnusableVariable(name, "null")
+    if isinstance(value, Mapping):
+        raise UnusableVariable(name, "an object")
+    if isinstance(value, list | tuple):
+        raise UnusableVariable(name, "an array")
+    raise UnusableVariable(name, f"a {type(value).__name__}")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -47,7 +47,10 @@ CHROMIUM_FLAGS = (
     "--window-size=1280,900",
     "--remote-debugging-port=0",
 )
-STATUS_PAGE = Path(__file__).resolve().parents[2] / "agent" / "static" / "status.html"
+STATIC = Path(__file__).resolve().parents[2] / "agent" / "static"
+STATUS_PAGE = STATIC / "status.html"
+STATUS_SCRIPT = STATIC / "status.js"
+STATUS_STYLES = STATIC / "status.css"
 SCREENSHOT_FOR_THE_LEAD = Path("/tmp/status-page.png")
 FAILED_OVER_SCREENSHOT = Path("/tmp/status-page-failed-over.png")
 HELD_SCREENSHOT = Path("/tmp/status-page-held.png")
@@ -293,7 +296,11 @@ class Page:
 
 
 @contextlib.asynccontextmanager
-async def open_page(browser: Chromium, url: str, *, phone: bool = False) -> AsyncIterator[Page]:
+async def open_page(
+    browser: Chromium, url: str, *, phone: bool = False, before_load: str | None = None
+) -> AsyncIterator[Page]:
+    """A tab showing `url` once its script has refreshed it; `before_load` is a script DevTools
+    runs in the page before the page's own (outside its Content-Security-Policy)."""
     devtools = f"http://127.0.0.1:{browser.port}"
     async with aiohttp.ClientSession() as http:
         async with http.put(f"{devtools}/json/new?about:blank") as response:
@@ -305,6 +312,8 @@ async def open_page(browser: Chromium, url: str, *, phone: bool = False) -> Asyn
         try:
             for domain in ("Page", "Runtime", "Log", "Network"):
                 await page.send(f"{domain}.enable")
+            if before_load is not None:
+                await page.send("Page.addScriptToEvaluateOnNewDocument", source=before_load)
             if phone:
                 await page.send(
                     "Emulation.setDeviceMetricsOverride",
@@ -365,7 +374,7 @@ def config_with_dependencies(
             "client_secret": CLIENT_SECRET,
             "audience": AUDIENCE,
             "interval": "1s",
-            "timeout": "2s",
+            "timeout": "1s",
         }
     ]
     data["dns"] = [
@@ -862,11 +871,123 @@ async def test_page_fits_a_phone_screen(
             page.assert_no_page_errors()
 
 
+# Records the page's CSP violations as they happen, from before its own script runs.
+RECORD_CSP_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => window.cspViolations.push(
+  {directive: e.effectiveDirective, blocked: e.blockedURI, disposition: e.disposition}));
+"""
+# What an injected payload would try: an inline script, an inline style, an event handler.
+INJECT_INLINE = """(() => {
+  const script = document.createElement("script");
+  script.textContent = "window.inlineScriptRan = true";
+  document.body.append(script);
+  const styled = document.createElement("div");
+  styled.setAttribute("style", "color: red");
+  document.body.append(styled);
+  const img = document.createElement("img");
+  img.setAttribute("onerror", "window.handlerRan = true");
+  img.src = "data:,not-an-image";
+  document.body.append(img);
+})()"""
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    parts = [d.split() for d in policy.split(";") if d.strip()]
+    return {d[0]: d[1:] for d in parts}
+
+
+async def test_page_runs_under_a_csp_without_unsafe_inline_and_chromium_logs_no_violation(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "failsight.yaml", base_config(platform))
+    async with running_agent(config) as agent:
+        base = f"http://127.0.0.1:{agent.port}/"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base) as response:
+                assert response.status == 200
+                policy = response.headers["Content-Security-Policy"]
+                assert response.headers["X-Content-Type-Options"] == "nosniff"
+            for path, kind in (("status.js", "text/javascript"), ("status.css", "text/css")):
+                async with http.get(base + path) as response:
+                    assert response.status == 200, path
+                    assert response.content_type == kind and response.charset == "utf-8"
+                    assert response.headers["X-Content-Type-Options"] == "nosniff"
+                    assert response.headers["Cache-Control"] == "no-cache"
+                    assert await response.read() == (STATIC / path).read_bytes()
+        directives = _directives(policy)
+        assert directives["script-src"] == ["'self'"], policy
+        assert directives["style-src"] == ["'self'"], policy
+        assert directives["default-src"] == ["'none'"], policy
+        for name in ("frame-ancestors", "base-uri", "form-action"):
+            assert directives[name] == ["'none'"], policy
+        assert "unsafe" not in policy
+
+        async with open_page(
+            chromium, base + "?refresh=1", before_load=RECORD_CSP_VIOLATIONS
+        ) as page:
+            # The page did its whole job under that policy: rendered, refreshed, drew the hour.
+            shown = await page.wait_until(
+                lambda s: (
+                    verdicts(s) == {"aws-use1": "healthy", "gcp-euw1": "healthy"}
+                    and len(s["steps"]) == 2
+                    and s["refreshes"] >= 3
+                    and all(s["timeline"][site]["bands"]["verdict"] for site in SITES)
+                )
+            )
+            assert shown["banner"] is None and shown["scripts"] == 1
+            band = await verdict_band(page, "aws-use1")
+            assert band["segments"] and band["segments"][-1]["end"] == pytest.approx(100, abs=0.01)
+            # Its styles applied: the header is the sticky bar status.css makes it.
+            assert (
+                await page.evaluate("getComputedStyle(document.querySelector('header')).position")
+                == "sticky"
+            )
+            assert await page.evaluate("window.cspViolations") == []
+            blocked = [e for e in page.named("Network.loadingFailed") if e.get("blockedReason")]
+            assert blocked == []
+            page.assert_no_page_errors()  # no console error, no CSP message in Chromium's log
+
+            # The policy is enforced, and the checks above would have seen a violation: an
+            # injected inline script, style attribute and event handler are all refused, and
+            # Chromium logs it.
+            await page.evaluate(INJECT_INLINE)
+            await page.wait_until_true("window.cspViolations.length >= 3")
+            seen = {v["directive"] for v in await page.evaluate("window.cspViolations")}
+            assert seen >= {"script-src-elem", "style-src-attr", "script-src-attr"}, seen
+            assert await page.evaluate("[window.inlineScriptRan, window.handlerRan]") == [
+                None,
+                None,
+            ]
+            assert (
+                await page.evaluate(
+                    "getComputedStyle(document.body.lastElementChild.previousElementSibling).color"
+                )
+                != "rgb(255, 0, 0)"
+            )
+            deadline = asyncio.get_running_loop().time() + 10
+            while not [
+                e for e in page.named("Log.entryAdded") if "Content Security" in e["entry"]["text"]
+            ]:
+                assert asyncio.get_running_loop().time() < deadline, page.named("Log.entryAdded")
+                await asyncio.sleep(0.05)
+
+
 def test_page_is_self_contained_and_never_parses_data_as_markup() -> None:
-    html = STATUS_PAGE.read_text()
+    html, script, styles = (f.read_text() for f in (STATUS_PAGE, STATUS_SCRIPT, STATUS_STYLES))
     # No external assets (air-gapped clusters), and no API that turns a string into markup.
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
-    assert not re.search(r"@import|url\(", html)
+    for text in (html, script, styles):
+        assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+        assert not re.search(r"@import|url\(", text)
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in html, sink
-    assert html.count("<script") == 1 and "<script src" not in html
+        assert sink not in script, sink
+    assert "new Function" not in script and 'setAttribute("style"' not in script
+    # Nothing inline, which the page's Content-Security-Policy would refuse: its one script and
+    # its styles are files of their own, served by the agent (relative URLs).
+    tags = re.findall(r"<[a-z][^>]*>", html)
+    assert [t for t in tags if t.startswith("<script")] == ['<script src="status.js" defer>']
+    assert [t for t in tags if t.startswith("<link")] == [
+        '<link rel="stylesheet" href="status.css">'
+    ]
+    assert "<style" not in html
+    assert [t for t in tags if re.search(r"\s(on[a-z]+|style)\s*=", t)] == []
