@@ -126,6 +126,15 @@ def redact(value: str) -> str:
     return REDACTOR.text(value)
 
 
+def excerpt(text: str, limit: int = 64) -> str:
+    """Text a target sent, as a message may quote it: printable (anything else becomes `?`),
+    cut to `limit` characters, every secret the process holds redacted before the cut (a cut
+    secret is no longer recognised)."""
+    whole = redact(text[: limit + 2048])
+    shown = "".join(c if c.isprintable() else "?" for c in whole[:limit])
+    return shown + "..." if len(whole) > limit or len(text) > limit + 2048 else shown
+
+
 def redact_result(result: Result, redactor: Redactor = REDACTOR) -> Result:
     """The result with every secret removed from its free text: the message, each step's
     message and URL, and the facts. Costs nothing when the process holds no secret."""

@@ -475,7 +475,7 @@ class Agent:
                 if check.critical:
                     yield s("check_confirmation_runs_total", float(n), check.name, check.kind)
         if self.journal.enabled:
-            yield s("cleanup_pending", float(len(self.journal.pending())))
+            yield s("cleanup_pending", float(self.journal.owed()))
             for (journey, site), n in sorted(self.journal.abandoned.items()):
                 yield s("cleanup_abandoned_total", float(n), journey, site)
         for sink in self.fanout.sinks:  # every sink, from 0: rate() needs the series to exist

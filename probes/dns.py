@@ -18,6 +18,7 @@ import dns.rdatatype
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from agent.configtypes import Duration, Interval, Model, Name, Scheduled, Timeout
+from agent.redact import excerpt
 from agent.results import Measurement, Reason, Result
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 
@@ -242,7 +243,7 @@ class DnsCheck(Check):
                 start,
                 facts,
                 Reason.DNS,
-                f"{self.cfg.name}: unusable answer from {where}: {_short(str(exc))}",
+                f"{self.cfg.name}: unusable answer from {where}: {excerpt(str(exc), 200)}",
             )
         latency = time.monotonic() - start
         facts["latency_seconds"] = round(latency, 6)
@@ -368,14 +369,9 @@ def _answers(
     return answers, (min(ttls) if ttls else None)
 
 
-def _short(text: str, limit: int = 200) -> str:
-    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return shown + "..." if len(text) > limit else shown
-
-
 def _listed(answers: Sequence[str]) -> str:
     """Answers for a message: the first MAX_ANSWERS_SHOWN, and how many more."""
-    shown = ", ".join(_short(a, 255) for a in answers[:MAX_ANSWERS_SHOWN])
+    shown = ", ".join(excerpt(a, 255) for a in answers[:MAX_ANSWERS_SHOWN])
     more = len(answers) - MAX_ANSWERS_SHOWN
     return f"{shown} and {more} more" if more > 0 else shown
 

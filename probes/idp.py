@@ -30,7 +30,7 @@ from agent.configtypes import (
     Timeout,
     parse_duration,
 )
-from agent.redact import REDACTOR, basic_credentials, redact
+from agent.redact import REDACTOR, basic_credentials, excerpt
 from agent.results import CheckFailure, Measurement, Reason, Result
 from probes.base import Check, ProbeContext, new_run_id, wall_now
 from probes.http import classify, read_bounded, ssl_context
@@ -216,7 +216,7 @@ async def fetch_jwks(http: aiohttp.ClientSession, url: str, tls: ssl.SSLContext 
         return KeySet.import_key_set({"keys": keys})
     except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise CheckFailure(
-            Reason.ASSERTION, f"JWKS keys are unusable: {_printable(str(exc), SHOWN_CHARS)}"
+            Reason.ASSERTION, f"JWKS keys are unusable: {excerpt(str(exc), SHOWN_CHARS)}"
         ) from None
 
 
@@ -305,8 +305,8 @@ def validate_token(cfg: IdpConfig, token: str, keys: KeySet) -> str:
     if kid not in kids:
         raise CheckFailure(
             Reason.AUTH,
-            f"token signed with kid {_printable(kid)}, not in JWKS (kids: "
-            f"{', '.join(_printable(k) for k in kids[:SHOWN_KIDS])}"
+            f"token signed with kid {excerpt(kid)}, not in JWKS (kids: "
+            f"{', '.join(excerpt(k) for k in kids[:SHOWN_KIDS])}"
             f"{', ...' if len(kids) > SHOWN_KIDS else ''})",
         )
     alg = header.get("alg")
@@ -318,11 +318,11 @@ def validate_token(cfg: IdpConfig, token: str, keys: KeySet) -> str:
         claims = jwt.decode(token, keys.get_by_kid(kid), algorithms=[alg]).claims
     except BadSignatureError:
         raise CheckFailure(
-            Reason.AUTH, f"token signature does not verify with JWKS key {_printable(kid)}"
+            Reason.AUTH, f"token signature does not verify with JWKS key {excerpt(kid)}"
         ) from None
     except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise CheckFailure(
-            Reason.AUTH, f"token rejected: {_printable(str(exc), SHOWN_CHARS)}"
+            Reason.AUTH, f"token rejected: {excerpt(str(exc), SHOWN_CHARS)}"
         ) from None
     if not isinstance(claims, dict):
         raise CheckFailure(Reason.AUTH, "token claims are not a JSON object")
@@ -359,7 +359,7 @@ def _validate_claims(cfg: IdpConfig, claims: dict[str, Any]) -> None:
             Reason.AUTH, f"token expired at {_when(claims.get('exp'))} ({skew})"
         ) from None
     except MissingClaimError as exc:
-        raise CheckFailure(Reason.AUTH, f"token lacks claim {_printable(str(exc.claim))}") from None
+        raise CheckFailure(Reason.AUTH, f"token lacks claim {excerpt(str(exc.claim))}") from None
     except InvalidClaimError as exc:
         value = claims.get(exc.claim)
         if exc.claim == "iss":
@@ -371,12 +371,12 @@ def _validate_claims(cfg: IdpConfig, claims: dict[str, Any]) -> None:
         elif exc.claim == "iat":
             message = f"token issued in the future, at {_when(value)} ({skew})"
         else:
-            message = f"token claim {_printable(str(exc.claim))} is invalid"
+            message = f"token claim {excerpt(str(exc.claim))} is invalid"
         raise CheckFailure(Reason.AUTH, message) from None
     except (JoseError, ValueError, TypeError, OverflowError) as exc:
         # A claim of a type the registry cannot compare (an `exp` that is a list...).
         raise CheckFailure(
-            Reason.AUTH, f"token claims rejected: {_printable(str(exc), SHOWN_CHARS)}"
+            Reason.AUTH, f"token claims rejected: {excerpt(str(exc), SHOWN_CHARS)}"
         ) from None
 
 
@@ -393,9 +393,7 @@ async def _get_json(
         # A host aiohttp cannot encode (an empty label, a label over 63 characters...).
         raise _unusable_url(what, url) from None
     if not 200 <= status < 300:
-        raise CheckFailure(
-            Reason.HTTP_STATUS, f"{what} {_printable(url, SHOWN_CHARS)}: HTTP {status}"
-        )
+        raise CheckFailure(Reason.HTTP_STATUS, f"{what} {excerpt(url, SHOWN_CHARS)}: HTTP {status}")
     return _parse_json(body, what)
 
 
@@ -479,14 +477,6 @@ def _when(value: object) -> str:
     return _shown(value)
 
 
-def _printable(text: str, limit: int = 64) -> str:
-    """The IdP's text as a message may quote it: printable, cut to `limit` characters, every
-    secret the process holds redacted before the cut (a cut secret is no longer recognised)."""
-    whole = redact(text[: limit + 2048])
-    shown = "".join(c if c.isprintable() else "?" for c in whole[:limit])
-    return shown + "..." if len(whole) > limit or len(text) > limit + 2048 else shown
-
-
 def _kind(value: object) -> str:
     """The JSON type of a decoded value, for messages."""
     if value is None:
@@ -507,13 +497,13 @@ def _shown(value: object) -> str:
     numbers as written, anything else by its JSON type (never a repr of a structure that may be
     nested a thousand deep or a megabyte long)."""
     if isinstance(value, str):
-        return repr(_printable(value, SHOWN_CHARS))
+        return repr(excerpt(value, SHOWN_CHARS))
     if value is None or isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**30):
         return repr(value)
     if isinstance(value, list) and len(value) <= 10 and all(isinstance(v, str) for v in value):
-        return "[" + ", ".join(repr(_printable(v)) for v in value) + "]"
+        return "[" + ", ".join(repr(excerpt(v)) for v in value) + "]"
     return f"a JSON {_kind(value)}"
 
 
@@ -576,7 +566,7 @@ class IdpCheck(Check):
                     discovery = await discover(ctx.http, self.cfg, self.tls)
                 with clock.phase("jwks"):
                     keys = await fetch_jwks(ctx.http, discovery.jwks_uri, self.tls)
-                facts["kids"] = [_printable(k) for k in key_ids(keys)[:SHOWN_KIDS]]
+                facts["kids"] = [excerpt(k) for k in key_ids(keys)[:SHOWN_KIDS]]
                 with clock.phase("token"):
                     issued = await request_token(
                         ctx.http, self.cfg, discovery.token_endpoint, self.tls

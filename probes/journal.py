@@ -197,6 +197,11 @@ class CleanupJournal:
     def enabled(self) -> bool:
         return self.directory is not None
 
+    def owed(self) -> int:
+        """How many cleanups are owed (pending() without building and sorting the list: it is
+        read on every scrape)."""
+        return sum(1 for run_id in self._entries if run_id not in self._active)
+
     def pending(self) -> list[JournalEntry]:
         """The cleanups owed, oldest first: entries of runs that are not in flight in this
         process (those written by this process, and, once `load()` or a first
