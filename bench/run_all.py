@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "detection": ("bench.detection", [], ["--quick"]),
     "api_starvation": ("bench.api_starvation", [], ["--quick"]),
+    "cleanup_journal": ("bench.cleanup_journal", [], ["--runs", "20"]),
 }
 # These print their figures and write no summary file: their last lines are the summary.
 PRINTS_ONLY = {"journeys", "replication", "detection"}
