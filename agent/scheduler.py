@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from agent.redact import redact_result
 from agent.results import Reason, Result
@@ -188,13 +189,22 @@ class Scheduler:
         self.skipped[key] = self.skipped.get(key, 0) + n
 
     async def _execute(self, check: Check) -> None:
-        async with self._semaphore:
-            self.runs_started += 1
-            result = await run_check(check, self.ctx)
+        try:
+            async with self._semaphore:
+                self.runs_started += 1
+                result = await run_check(check, self.ctx)
+        finally:
+            # Not in flight from here on, in this very step: whoever sees the result (a test,
+            # a confirmation, an operator's recheck) may start the next run at once. The done
+            # callback alone would leave the name in flight for one more loop iteration, and a
+            # tick landing in it would be dropped as an overrun.
+            _forget(self._inflight, check.name, asyncio.current_task())
         self._handle(result)
 
 
-def _forget(tasks: dict[str, asyncio.Task[None]], name: str, task: asyncio.Task[None]) -> None:
+def _forget(
+    tasks: dict[str, asyncio.Task[None]], name: str, task: asyncio.Task[Any] | None
+) -> None:
     if tasks.get(name) is task:
         del tasks[name]
 

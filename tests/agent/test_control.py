@@ -256,9 +256,7 @@ async def test_a_self_check_settles_impairment_for_a_lone_agent(
     try:
         for url, impaired in ((f"http://127.0.0.1:{port}/", False), (_dead_url(), True)):
             config, _ = make_config()
-            config = with_agent(
-                config, self_check={"url": url, "interval": "200ms", "timeout": "200ms"}
-            )
+            config = with_agent(config, self_check={"url": url, "interval": "1s", "timeout": "1s"})
             platform.recover(PRIMARY)
             platform.recover("gcp-euw1")
             async with running_agent(config) as agent:
