@@ -25,7 +25,7 @@ MakeConfig = Callable[..., tuple[Config, Path]]
 
 
 def with_idp(
-    platform: Platform, issuer: OidcIssuer, idp_timeout: str = "300ms", **journey: Any
+    platform: Platform, issuer: OidcIssuer, idp_timeout: str = "1s", **journey: Any
 ) -> dict[str, Any]:
     data = demo_config_data(platform)
     data["idps"] = [
