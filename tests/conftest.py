@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 
 import pytest
@@ -24,3 +25,17 @@ def pytest_runtest_makereport(
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped tests are not allowed in this suite: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Generator[None, None, None]:
+    # `agent.cli.main()` called in-process installs its JSON handler on the sys.stdout of the
+    # moment, which under capsys is closed when the test ends: every later log line would
+    # then print a "--- Logging error ---" traceback into other tests' output.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and type(handler).__name__ == "_FailsightHandler":
+            root.removeHandler(handler)
+    root.setLevel(level)
