@@ -207,47 +207,32 @@ class DnsCheck(Check):
                     port=self.resolver.port,
                 )
         except (TimeoutError, dns.exception.Timeout):
-            return self._result(
-                run_id,
-                started_at,
-                start,
-                facts,
+            failure = (
                 Reason.TIMEOUT,
                 f"{self.cfg.name}: no answer from {where} within {self.cfg.timeout:g}s",
             )
         except OSError as exc:
-            return self._result(
-                run_id,
-                started_at,
-                start,
-                facts,
+            failure = (
                 Reason.CONNECT,
                 f"{self.cfg.name}: cannot reach {where}: {exc.strerror or exc}",
             )
         except EOFError:
             # dnspython's TCP read (after a truncated UDP answer) raises the builtin EOFError
             # when the resolver closes the connection before a whole answer.
-            return self._result(
-                run_id,
-                started_at,
-                start,
-                facts,
+            failure = (
                 Reason.DNS,
                 f"{self.cfg.name}: {where} sent a truncated answer over UDP and closed the TCP "
                 "connection before a whole one",
             )
         except dns.exception.DNSException as exc:
-            return self._result(
-                run_id,
-                started_at,
-                start,
-                facts,
+            failure = (
                 Reason.DNS,
                 f"{self.cfg.name}: unusable answer from {where}: {excerpt(str(exc), 200)}",
             )
-        latency = time.monotonic() - start
-        facts["latency_seconds"] = round(latency, 6)
-        return self._judge(response, run_id, started_at, start, facts, where)
+        else:
+            facts["latency_seconds"] = round(time.monotonic() - start, 6)
+            return self._judge(response, run_id, started_at, start, facts, where)
+        return self._result(run_id, started_at, start, facts, *failure)
 
     def _judge(
         self,

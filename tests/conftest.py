@@ -7,6 +7,8 @@ from collections.abc import Generator
 
 import pytest
 
+from agent.logs import _FailsightHandler
+
 pytest_plugins = [
     "tests.fixtures.platform",
     "tests.fixtures.dnsmasq",
@@ -36,6 +38,6 @@ def _root_logger_restored() -> Generator[None, None, None]:
     handlers, level = list(root.handlers), root.level
     yield
     for handler in list(root.handlers):
-        if handler not in handlers and type(handler).__name__ == "_FailsightHandler":
+        if handler not in handlers and isinstance(handler, _FailsightHandler):
             root.removeHandler(handler)
     root.setLevel(level)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +12,13 @@ import yaml
 
 from agent.config import Config
 from agent.demo.simulator import Fault, Platform
-from tests.fixtures.platform import demo_config_data, get_json, running_agent, wait_for
+from tests.fixtures.platform import (
+    demo_config_data,
+    get_json,
+    running_agent,
+    start_agent_process,
+    wait_for,
+)
 
 MakeConfig = Callable[..., tuple[Config, Path]]
 
@@ -159,16 +163,8 @@ async def test_removed_checks_leave_no_stale_series(
 
 
 async def _start_cli(path: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "run",
-        "--config",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    return await start_agent_process(
+        path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
 
 

@@ -4,9 +4,7 @@ black-holing collector that costs nothing but counted failures."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +15,13 @@ import yaml
 
 from agent.demo.simulator import Platform
 from tests.fixtures.otlp_receiver import BlackHole, GrpcReceiver
-from tests.fixtures.platform import demo_config_data, running_agent, wait_for, write_config
+from tests.fixtures.platform import (
+    demo_config_data,
+    running_agent,
+    start_agent_process,
+    wait_for,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -133,16 +137,8 @@ async def test_sigterm_exits_promptly_with_a_black_holing_collector(
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "run",
-        "--config",
-        str(path),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc = await start_agent_process(
+        path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     try:
         await wait_for(lambda: black_hole.connections > 0, timeout=15)

@@ -4,16 +4,18 @@ platform, and the next agent started on the same state dir cancels it, with no o
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 from agent.demo.simulator import Fault, Platform
-from tests.fixtures.platform import demo_config_data, running_agent, wait_for, write_config
+from tests.fixtures.platform import (
+    demo_config_data,
+    running_agent,
+    start_agent_process,
+    wait_for,
+    write_config,
+)
 from tests.probes.test_cleanup_journal import SITE, synthetic_orders, waiting_on
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_an_agent_killed_mid_journey_cleans_up_after_restart(
@@ -28,17 +30,8 @@ async def test_an_agent_killed_mid_journey_cleans_up_after_restart(
     config = write_config(path, data)
     # Created and allocated, then `pick` hangs: the agent is mid-journey when it is killed.
     platform.set_fault(SITE, Fault(kind="latency", step="pick", latency_ms=120_000))
-    agent = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "run",
-        "--config",
-        str(path),
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    agent = await start_agent_process(
+        path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     try:
         await wait_for(lambda: waiting_on(platform, "/pick"), timeout=60)

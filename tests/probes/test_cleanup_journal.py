@@ -214,7 +214,7 @@ async def test_a_failed_cleanup_is_retried_then_given_up_and_counted(
 ) -> None:
     config, _ = make()
     journal = CleanupJournal(state_dir)
-    ctx = ProbeContext(vantage="test-vantage", http=http_ctx.http, journal=journal)
+    ctx = dataclasses.replace(http_ctx, journal=journal)
     platform.set_fault(SITE, Fault(kind="fail_step", step="cancel", status=503))
     caplog.set_level(logging.INFO)
 
@@ -259,7 +259,7 @@ async def test_a_failed_cleanup_is_done_by_a_retry_once_the_platform_is_back(
 ) -> None:
     config, _ = make()
     journal = CleanupJournal(state_dir)
-    ctx = ProbeContext(vantage="test-vantage", http=http_ctx.http, journal=journal)
+    ctx = dataclasses.replace(http_ctx, journal=journal)
     platform.set_fault(SITE, Fault(kind="outage", step="cancel"))
     await run_check(check_of(config), ctx)
     assert len(journal.pending()) == 1 and len(synthetic_orders(platform)) == 1
@@ -280,7 +280,7 @@ async def test_a_run_is_noted_as_soon_as_its_cleanup_could_act_and_left_alone_in
     http_ctx: ProbeContext,
 ) -> None:
     journal = CleanupJournal(state_dir)
-    ctx = ProbeContext(vantage="test-vantage", http=http_ctx.http, journal=journal)
+    ctx = dataclasses.replace(http_ctx, journal=journal)
 
     # The demo's cleanup needs the order id: while order_submit is unanswered there is
     # nothing a retry could do, and nothing is written.
@@ -347,7 +347,7 @@ async def test_a_successful_run_leaves_no_entry(
 ) -> None:
     config, _ = make()
     journal = CleanupJournal(state_dir)
-    ctx = ProbeContext(vantage="test-vantage", http=http_ctx.http, journal=journal)
+    ctx = dataclasses.replace(http_ctx, journal=journal)
     for _ in range(3):
         result = await run_check(check_of(config), ctx)
         assert result.ok and result.facts["cleanup_ok"] is True, result.summary()
@@ -366,7 +366,7 @@ async def test_a_journey_without_cleanup_steps_writes_nothing(
 ) -> None:
     config, _ = make(cleanup=[])
     journal = CleanupJournal(state_dir)
-    ctx = ProbeContext(vantage="test-vantage", http=http_ctx.http, journal=journal)
+    ctx = dataclasses.replace(http_ctx, journal=journal)
     result = await run_check(check_of(config), ctx)
     assert result.ok, result.summary()
     assert not state_dir.exists()
@@ -390,7 +390,7 @@ async def test_a_journal_without_a_state_dir_is_a_no_op(
 
     before = sorted(tmp_path.rglob("*"))
     platform.set_fault(SITE, Fault(kind="fail_step", step="cancel", status=503))
-    ctx = ProbeContext(vantage="test-vantage", http=http_ctx.http, journal=journal)
+    ctx = dataclasses.replace(http_ctx, journal=journal)
     result = await run_check(check_of(config), ctx)
     assert result.ok and not result.cleanup[0].ok
     assert await retry_pending(journal, plan(config), http_ctx) == RetryReport()
