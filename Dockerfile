@@ -17,6 +17,7 @@ RUN python -m venv /opt/failsight
 COPY pyproject.toml README.md ./
 COPY agent ./agent
 COPY probes ./probes
+COPY failsight ./failsight
 # Bytecode is compiled here, at install time: the final image cannot write .pyc files.
 RUN /opt/failsight/bin/pip install --no-cache-dir ".[fast]" \
     && /opt/failsight/bin/failsight version

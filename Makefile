@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/failsight demo $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check agent probes tests bench
-	$(BIN)/ruff format --check agent probes tests bench
+	$(BIN)/ruff check failsight agent probes tests bench
+	$(BIN)/ruff format --check failsight agent probes tests bench
 	$(BIN)/mypy
 
 unit: setup

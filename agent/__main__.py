@@ -1,5 +1,5 @@
-"""`python -m agent` is the same as the `failsight` command."""
+"""`python -m failsight.agent` is the same as the `failsight` command."""
 
-from agent.cli import main
+from failsight.agent.cli import main
 
 raise SystemExit(main())

@@ -15,11 +15,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from agent.control import ActionKind, ControlConflict, clean_text, hold_until
-from agent.verdict import FAILOVER_VERDICTS, dependencies_json, verdict_json
+from failsight.agent.control import ActionKind, ControlConflict, clean_text, hold_until
+from failsight.agent.verdict import FAILOVER_VERDICTS, dependencies_json, verdict_json
 
 if TYPE_CHECKING:
-    from agent.runtime import Agent
+    from failsight.agent.runtime import Agent
 
 AGENT: web.AppKey[Agent] = web.AppKey("agent")
 

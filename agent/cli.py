@@ -10,9 +10,9 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from agent import __version__
-from agent.config import Config, load_config
-from agent.yamlsource import ConfigInvalid, ConfigUnreadable
+from failsight.agent.config import Config, load_config
+from failsight.agent.yamlsource import ConfigInvalid, ConfigUnreadable
+from failsight.core.version import __version__
 
 T = TypeVar("T")
 
@@ -62,9 +62,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.logs import configure_logging
-    from agent.runtime import Agent
-    from agent.startup import StartupError, startup_problem
+    from failsight.agent.logs import configure_logging
+    from failsight.agent.runtime import Agent
+    from failsight.agent.startup import StartupError, startup_problem
 
     config = _load_for_start(args.config)
     if isinstance(config, int):
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from agent.once import run_once
+    from failsight.agent.once import run_once
 
     config = _load_for_start(args.config)
     if isinstance(config, int):
@@ -115,7 +115,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from agent.rules import render_rules, rules_input
+    from failsight.agent.rules import render_rules, rules_input
 
     config = _load(args.config)
     if config is None:
@@ -129,7 +129,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def _duration_arg(value: str) -> float:
-    from agent.configtypes import parse_duration
+    from failsight.core.configtypes import parse_duration
 
     try:
         seconds = float(parse_duration(value))
@@ -201,7 +201,7 @@ async def _call_agent(
 ) -> tuple[int | None, Any]:
     import aiohttp
 
-    from probes.http import ssl_context
+    from failsight.core.http import ssl_context
 
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     try:
@@ -217,7 +217,7 @@ async def _call_agent(
             except ValueError:
                 return response.status, text[:200]
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        from probes.http import classify
+        from failsight.core.http import classify
 
         return None, f"cannot reach the agent: {classify(exc)[1]}"
 
@@ -231,7 +231,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo.run import run_demo
+    from failsight.agent.demo.run import run_demo
 
     return run_async(run_demo(scenario=args.scenario, duration=args.duration))
 
@@ -322,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from agent.logs import configure_logging
+    from failsight.agent.logs import configure_logging
 
     default_level = "error" if args.command == "demo" else "info"
     configure_logging(args.log_level or default_level, stdout=True)

@@ -11,21 +11,21 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
-from agent.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
-from agent.control import MaintenanceConfig
-from agent.logs import LogsConfig
-from agent.otlp_config import OtlpCollectorConfig
-from agent.peers import PeerConfig
-from agent.redact import REDACTOR
-from agent.slo import SloConfig
-from agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
-from probes.dns import DnsConfig
-from probes.idp import IdpConfig
-from probes.journey import BUILTIN_VARIABLES, JourneyConfig, Step
-from probes.replication import ReplicationConfig
-from probes.selfcheck import SelfCheckConfig
-from probes.templating import malformed_placeholders, variables_in
-from probes.tls import TlsConfig
+from failsight.agent.control import MaintenanceConfig
+from failsight.agent.logs import LogsConfig
+from failsight.agent.otlp_config import OtlpCollectorConfig
+from failsight.agent.peers import PeerConfig
+from failsight.agent.slo import SloConfig
+from failsight.agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
+from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
+from failsight.core.redact import REDACTOR
+from failsight.probes.dns import DnsConfig
+from failsight.probes.idp import IdpConfig
+from failsight.probes.journey import BUILTIN_VARIABLES, JourneyConfig, Step
+from failsight.probes.replication import ReplicationConfig
+from failsight.probes.selfcheck import SelfCheckConfig
+from failsight.probes.templating import malformed_placeholders, variables_in
+from failsight.probes.tls import TlsConfig
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 

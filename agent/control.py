@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.configtypes import Duration, Model, Name, parse_duration
+from failsight.core.configtypes import Duration, Model, Name, parse_duration
 
 log = logging.getLogger(__name__)
 AUDIT = logging.getLogger("failsight.audit")

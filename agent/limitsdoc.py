@@ -1,21 +1,22 @@
 """Renders docs/limits.md from the constants the code enforces, so the page cannot drift:
 tests/agent/test_limits_doc.py fails when the file differs from `render()`.
 
-Regenerate: `.venv/bin/python -m agent.limitsdoc > docs/limits.md`
+Regenerate: `.venv/bin/python -m failsight.agent.limitsdoc > docs/limits.md`
 """
 
 from __future__ import annotations
 
-from agent import api, configtypes, peers, redact, server, yamlsource
-from agent.configtypes import human
-from probes import journal, journey
+from failsight.agent import api, peers, server, yamlsource
+from failsight.core import configtypes, redact
+from failsight.core.configtypes import human
+from failsight.probes import journal, journey
 
 HEADER = """\
 # Limits and bounds
 
 Every bound failsight enforces on what it reads (its config, targets' answers, peers' views,
 clients of its API) and on what it keeps (the cleanup journal). Generated from the code by
-`python -m agent.limitsdoc`; a test fails when this page and the code disagree.
+`python -m failsight.agent.limitsdoc`; a test fails when this page and the code disagree.
 """
 
 

@@ -8,9 +8,9 @@ import sys
 import time
 from typing import Literal
 
-from agent.configtypes import Model
-from agent.redact import redact
-from agent.results import Result
+from failsight.core.configtypes import Model
+from failsight.core.redact import redact
+from failsight.core.results import Result
 
 RUN_LOGGER = "failsight.run"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from agent.results import Result
+from failsight.core.results import Result
 
 
 class MetricType(enum.StrEnum):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.config import Config
-from agent.results import Result
-from agent.runtime import probe_context
-from agent.scheduler import run_check
-from probes import registry
-from probes.http import new_session
+from failsight.agent.config import Config
+from failsight.agent.runtime import probe_context
+from failsight.agent.scheduler import run_check
+from failsight.core.http import new_session
+from failsight.core.results import Result
+from failsight.probes import registry
 
 
 async def run_once(config: Config, only: str | None = None) -> list[Result]:

@@ -55,8 +55,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from agent.logs import result_fields
-from agent.metrics import (
+from failsight.agent.logs import result_fields
+from failsight.agent.metrics import (
     CATALOGUE,
     LATENCY_BUCKETS,
     MetricSpec,
@@ -65,8 +65,8 @@ from agent.metrics import (
     gauges_of,
     increments_of,
 )
-from agent.otlp_config import OtlpCollectorConfig, Signal
-from agent.results import Result, StepResult
+from failsight.agent.otlp_config import OtlpCollectorConfig, Signal
+from failsight.core.results import Result, StepResult
 
 log = logging.getLogger(__name__)
 

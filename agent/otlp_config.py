@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.configtypes import Interval, Model, Name, Secret, Timeout
+from failsight.core.configtypes import Interval, Model, Name, Secret, Timeout
 
 Signal = Literal["metrics", "traces", "logs"]
 SIGNALS: tuple[Signal, ...] = ("metrics", "traces", "logs")

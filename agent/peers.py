@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import aiohttp
 from pydantic import field_validator
 
-from agent.configtypes import Interval, Model, Name, Secret, Timeout
-from agent.control import MAX_ACTIONS, Action
-from agent.redact import REDACTOR, redact
-from agent.verdict import SiteOpinion, VantageView
-from agent.view import SiteState
-from probes.http import classify, read_bounded, ssl_context
+from failsight.agent.control import MAX_ACTIONS, Action
+from failsight.agent.verdict import SiteOpinion, VantageView
+from failsight.agent.view import SiteState
+from failsight.core.configtypes import Interval, Model, Name, Secret, Timeout
+from failsight.core.http import classify, read_bounded, ssl_context
+from failsight.core.redact import REDACTOR, redact
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 MAX_VIEW_BYTES = 4 * 1_048_576
 # More sites than this in one view is no agent's view: refused as a whole.
 MAX_SITES = 1024
-# A site name longer than a configured one can be (agent.configtypes.Name) names no site here.
+# A site name longer than a configured one can be (core.configtypes.Name) names no site here.
 MAX_SITE_NAME = 128
 # Evidence lines kept per site, and their length.
 MAX_EVIDENCE = 10
@@ -119,7 +119,7 @@ _STATES = frozenset(s.value for s in SiteState)
 
 
 def _is_site_name(name: str) -> bool:
-    # What agent.configtypes.Name lets a configured site be called.
+    # What failsight.core.configtypes.Name lets a configured site be called.
     return (
         0 < len(name) <= MAX_SITE_NAME
         and name == name.strip()

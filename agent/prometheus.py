@@ -15,7 +15,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from agent.metrics import (
+from failsight.agent.metrics import (
     CATALOGUE,
     LATENCY_BUCKETS,
     MetricType,
@@ -23,7 +23,7 @@ from agent.metrics import (
     gauges_of,
     increments_of,
 )
-from agent.results import Result
+from failsight.core.results import Result
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from agent.slo import SloConfig
+from failsight.agent.slo import SloConfig
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from failsight.agent.config import Config
 
 __all__ = ["RUNBOOK_BASE", "RulesInput", "render_rules", "rules_input"]
 

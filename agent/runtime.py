@@ -14,27 +14,25 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from agent import __version__
-from agent.api import build_app
-from agent.config import Config, SiteConfig, load_config
-from agent.control import (
+from failsight.agent.api import build_app
+from failsight.agent.config import Config, SiteConfig, load_config
+from failsight.agent.control import (
     Action,
     ActionKind,
     ControlConflict,
     ControlStore,
     maintenance_holds,
 )
-from agent.logs import log_result
-from agent.metrics import CATALOGUE, MetricType, Sample
-from agent.otlp_config import build_resource
-from agent.peers import PeerPoller, PeerState
-from agent.prometheus import PrometheusSink
-from agent.results import Result
-from agent.scheduler import Scheduler
-from agent.server import GuardedSite, runner_options
-from agent.sinks import FanOut
-from agent.timeline import Timeline
-from agent.verdict import (
+from failsight.agent.logs import log_result
+from failsight.agent.metrics import CATALOGUE, MetricType, Sample
+from failsight.agent.otlp_config import build_resource
+from failsight.agent.peers import PeerPoller, PeerState
+from failsight.agent.prometheus import PrometheusSink
+from failsight.agent.scheduler import Scheduler
+from failsight.agent.server import GuardedSite, runner_options
+from failsight.agent.sinks import FanOut
+from failsight.agent.timeline import Timeline
+from failsight.agent.verdict import (
     FailbackPolicy,
     SiteOpinion,
     SiteVerdict,
@@ -44,16 +42,18 @@ from agent.verdict import (
     dependency_reasons,
     replication_states,
 )
-from agent.view import Hysteresis, SiteState, ViewTracker
-from agent.yamlsource import ConfigInvalid
-from probes import registry
-from probes.base import ProbeContext
-from probes.http import new_session
-from probes.idp import TokenCache
-from probes.journal import CleanupJournal, retry_pending
+from failsight.agent.view import Hysteresis, SiteState, ViewTracker
+from failsight.agent.yamlsource import ConfigInvalid
+from failsight.core.check import ProbeContext
+from failsight.core.http import new_session
+from failsight.core.results import Result
+from failsight.core.version import __version__
+from failsight.probes import registry
+from failsight.probes.idp import TokenCache
+from failsight.probes.journal import CleanupJournal, retry_pending
 
 if TYPE_CHECKING:
-    from agent import otlp
+    from failsight.agent import otlp
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,9 @@ class Agent:
             self.fanout.sinks.remove(old)
         self.otlp = None
         if config.telemetry.otlp:
-            from agent.otlp import OtlpSink  # the SDK and gRPC load only when a collector is set
+            from failsight.agent.otlp import (
+                OtlpSink,  # the SDK and gRPC load only when a collector is set
+            )
 
             self.otlp = OtlpSink(
                 config.telemetry.otlp,

@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agent.redact import redact_result
-from agent.results import Reason, Result
-from agent.sinks import Sink
-from probes.base import Check, ProbeContext, new_run_id, wall_now
+from failsight.agent.sinks import Sink
+from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.redact import redact_result
+from failsight.core.results import Reason, Result
 
 log = logging.getLogger(__name__)
 

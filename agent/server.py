@@ -37,7 +37,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from agent.startup import StartupError
+from failsight.agent.startup import StartupError
 
 log = logging.getLogger(__name__)
 # aiohttp's RequestHandler logs through this logger (see `_ClientErrors`).

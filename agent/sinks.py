@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from agent.results import Result
+from failsight.core.results import Result
 
 log = logging.getLogger(__name__)
 

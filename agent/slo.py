@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from agent.configtypes import Duration, Model, Name
-from agent.metrics import LATENCY_BUCKETS
+from failsight.agent.metrics import LATENCY_BUCKETS
+from failsight.core.configtypes import Duration, Model, Name
 
 __all__ = ["SloConfig"]
 

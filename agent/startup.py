@@ -7,7 +7,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from agent.config import Config
+from failsight.agent.config import Config
 
 log = logging.getLogger(__name__)
 

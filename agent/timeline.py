@@ -10,8 +10,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.control import Action
-from agent.verdict import SiteVerdict
+from failsight.agent.control import Action
+from failsight.agent.verdict import SiteVerdict
 
 WINDOW = 3600.0
 MAX_POINTS_PER_SITE = 2000  # a site flipping every second for an hour still fits half of it

@@ -10,9 +10,9 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from agent.control import Controls, Hold, Latch, iso
-from agent.results import Result
-from agent.view import SiteState
+from failsight.agent.control import Controls, Hold, Latch, iso
+from failsight.agent.view import SiteState
+from failsight.core.results import Result
 
 
 class Verdict(enum.StrEnum):

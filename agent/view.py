@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from agent.results import Reason, Result
+from failsight.core.results import Reason, Result
 
 # The vantage self-check's results (probes/selfcheck.py) feed the impairment judgement.
 SELF_CHECK_KIND = "self_check"

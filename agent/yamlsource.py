@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from agent.redact import Redactor
+from failsight.core.redact import Redactor
 
 Loc = tuple[str | int, ...]
 

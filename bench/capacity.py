@@ -50,7 +50,7 @@ def preempted() -> int:
 
 
 def agent_config(url: str, journeys: int, keepalive: bool) -> Any:
-    from agent.config import Config
+    from failsight.agent.config import Config
 
     journey = five_step_journey("cap").model_dump(by_alias=True, exclude_defaults=True)
     return Config.model_validate(
@@ -94,7 +94,7 @@ def patch_scheduler_grid() -> None:
     takes the same `due`, and stays in lockstep with the others for good, so the load comes in
     bursts once per interval and each burst is a loop stall.
     """
-    from agent import scheduler as sched
+    from failsight.agent import scheduler as sched
 
     async def _loop(self: Any, check: Any) -> None:
         offset = self._rng.uniform(0, check.interval)
@@ -127,8 +127,8 @@ async def measure_rate(
     candidates: Sequence[str] = (),
 ) -> dict[str, float]:
     """One offered rate in this (fresh) process: start the agent, settle, measure."""
-    from agent.logs import configure_logging
-    from agent.runtime import Agent
+    from failsight.agent.logs import configure_logging
+    from failsight.agent.runtime import Agent
 
     if "grid" in candidates:
         patch_scheduler_grid()
@@ -210,7 +210,7 @@ def within(row: dict[str, float]) -> bool:
 
 
 def child_main(args: argparse.Namespace) -> None:
-    from agent.cli import run_async
+    from failsight.agent.cli import run_async
 
     row = run_async(
         measure_rate(

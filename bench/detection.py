@@ -49,14 +49,14 @@ from typing import Any
 
 import yaml
 
-from agent.config import Config, load_config
-from agent.control import ActionKind
-from agent.demo.run import DEMO_CONFIG, vantage_configs
-from agent.demo.simulator import Fault, Platform
-from agent.rules import render_rules, rules_input
-from agent.runtime import Agent
-from agent.verdict import FAILOVER_VERDICTS, Verdict
-from agent.view import SiteState
+from failsight.agent.config import Config, load_config
+from failsight.agent.control import ActionKind
+from failsight.agent.demo.run import DEMO_CONFIG, vantage_configs
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.rules import render_rules, rules_input
+from failsight.agent.runtime import Agent
+from failsight.agent.verdict import FAILOVER_VERDICTS, Verdict
+from failsight.agent.view import SiteState
 from tests.fixtures.prometheus import (
     Alertmanager,
     Prometheus,

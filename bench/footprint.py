@@ -124,7 +124,7 @@ def run(
 ) -> list[dict[str, float]]:
     # The builders tests/fixtures/postgres.py re-exports; the dnsmasq fixture module pulls in
     # pytest, which the other benchmarks do not need, hence the late imports.
-    from agent.demo.postgres import MONITOR_ROLE, REPLICA_NAME, running_pair
+    from failsight.agent.demo.postgres import MONITOR_ROLE, REPLICA_NAME, running_pair
     from tests.fixtures.dnsmasq import running_dnsmasq
 
     hosts = {f"name{n:02d}.test": ["127.0.1.1"] for n in range(dns_names)}

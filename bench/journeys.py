@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli import run_async
-from agent.config import Config
-from agent.scheduler import run_check
 from bench.target import Target
-from probes.base import ProbeContext
-from probes.http import new_session
-from probes.journey import JourneyCheck, JourneyConfig
+from failsight.agent.cli import run_async
+from failsight.agent.config import Config
+from failsight.agent.scheduler import run_check
+from failsight.core.check import ProbeContext
+from failsight.core.http import new_session
+from failsight.probes.journey import JourneyCheck, JourneyConfig
 
 
 def five_step_journey(name: str = "bench", delay_ms: int = 0) -> JourneyConfig:
@@ -63,8 +63,8 @@ async def throughput(
     journey = five_step_journey()
     sink = None
     if otlp is not None:
-        from agent.otlp import OtlpSink
-        from agent.otlp_config import OtlpCollectorConfig, build_resource
+        from failsight.agent.otlp import OtlpSink
+        from failsight.agent.otlp_config import OtlpCollectorConfig, build_resource
 
         collector = OtlpCollectorConfig.model_validate(
             {"name": "bench", "endpoint": otlp, "protocol": "grpc", "export_interval": "1s"}
@@ -144,7 +144,7 @@ async def timing_error(url: str, journeys: int, delay_ms: int, seconds: float) -
 
 async def footprint(url: str, journeys: int, seconds: float) -> dict[str, float]:
     """RSS of a real Agent with `journeys` five-step journeys configured and running."""
-    from agent.runtime import Agent
+    from failsight.agent.runtime import Agent
 
     gc.collect()
     before = rss_mb()
@@ -248,8 +248,8 @@ def redaction(url: str, seconds: float, repeat: int) -> None:
     failed result with a 1 KB message, redacted alone."""
     import secrets as random_secrets
 
-    from agent.redact import REDACTOR, redact_result
-    from agent.results import Reason, Result, StepResult
+    from failsight.core.redact import REDACTOR, redact_result
+    from failsight.core.results import Reason, Result, StepResult
 
     def load() -> None:
         REDACTOR.add(*(random_secrets.token_urlsafe(24) for _ in range(20)))

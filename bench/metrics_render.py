@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from prometheus_client import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from agent.metrics import CATALOGUE, MetricType
-from agent.prometheus import PrometheusSink, _Histogram
-from agent.results import Reason, Result, StepResult
 from bench.blackbox import PROBER_CPU, two_cores, write_summary
+from failsight.agent.metrics import CATALOGUE, MetricType
+from failsight.agent.prometheus import PrometheusSink, _Histogram
+from failsight.core.results import Reason, Result, StepResult
 
 STEPS = ("submit-order", "allocate", "pick", "ship", "invoice")
 

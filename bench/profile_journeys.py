@@ -143,8 +143,8 @@ def show(title: str, raw: Path, top: int) -> dict[str, float]:
 
 
 def throughput_child(url: str, seconds: float, keepalive: bool, patches: Sequence[str]) -> None:
-    from agent.cli import run_async
     from bench.journeys import throughput
+    from failsight.agent.cli import run_async
 
     for name in patches:
         PATCHES[name][1]()
@@ -206,14 +206,14 @@ def profile_agent(url: str, seconds: float, keepalive: bool, out: Path) -> Path:
 
 
 def _install_session(factory: Callable[..., object]) -> None:
-    """Every importer of probes.http.new_session gets the patched factory."""
-    import agent.runtime
+    """Every importer of failsight.core.http.new_session gets the patched factory."""
     import bench.journeys
-    from probes import http
+    import failsight.agent.runtime
+    from failsight.core import http
 
     http.new_session = factory  # type: ignore[assignment]
     bench.journeys.new_session = factory  # type: ignore[attr-defined]
-    agent.runtime.new_session = factory  # type: ignore[attr-defined]
+    failsight.agent.runtime.new_session = factory  # type: ignore[attr-defined]
 
 
 def _patch_quiet_logs() -> None:
@@ -221,9 +221,9 @@ def _patch_quiet_logs() -> None:
     success at 200 runs/s is 200 JSON lines/s nobody reads (failures stay at warning)."""
     import logging
 
-    import agent.runtime
-    from agent.logs import RUN_LOGGER, log_result
-    from agent.results import Result
+    import failsight.agent.runtime
+    from failsight.agent.logs import RUN_LOGGER, log_result
+    from failsight.core.results import Result
 
     run_log = logging.getLogger(RUN_LOGGER)
 
@@ -232,14 +232,14 @@ def _patch_quiet_logs() -> None:
             return
         log_result(result)
 
-    agent.runtime._LogSink.handle = handle  # type: ignore[method-assign]
+    failsight.agent.runtime._LogSink.handle = handle  # type: ignore[method-assign]
 
 
 def _patch_no_trace() -> None:
     """Upper bound of what the phase timings cost: the session without its TraceConfig."""
     import aiohttp
 
-    from probes import http
+    from failsight.core import http
 
     original = http.new_session
 
@@ -257,7 +257,7 @@ def _patch_lean_trace() -> None:
     itself, which costs nothing measurable and is left out of this patch."""
     import aiohttp
 
-    from probes import http
+    from failsight.core import http
 
     original = http.new_session
 
@@ -284,14 +284,14 @@ def _patch_fast_ids() -> None:
     trace ids) instead of secrets.token_hex, a getrandom() system call per id."""
     import random
 
-    from probes import base
+    from failsight.core import check as base
 
     rng = random.Random()  # seeded from os.urandom once
 
     base.new_run_id = lambda: f"{rng.getrandbits(64):016x}"
     base.new_span_id = lambda: f"{rng.getrandbits(64):016x}"
     base.new_trace_id = lambda: f"{rng.getrandbits(128):032x}"
-    import probes.journey as journey
+    import failsight.probes.journey as journey
 
     journey.new_run_id = base.new_run_id
     journey.new_span_id = base.new_span_id
@@ -310,7 +310,7 @@ def agent_child(patches: Sequence[str], argv: Sequence[str]) -> None:
     """`failsight` CLI with candidate fixes monkeypatched in first."""
     for name in patches:
         PATCHES[name][1]()
-    from agent.cli import main as failsight_main
+    from failsight.agent.cli import main as failsight_main
 
     raise SystemExit(failsight_main(list(argv)))
 

@@ -16,10 +16,10 @@ import time
 
 import aiohttp
 
-from agent.demo.postgres import PgPair, running_pair
-from agent.results import Result
-from probes.base import ProbeContext
-from probes.replication import ReplicationCheck, ReplicationConfig
+from failsight.agent.demo.postgres import PgPair, running_pair
+from failsight.core.check import ProbeContext
+from failsight.core.results import Result
+from failsight.probes.replication import ReplicationCheck, ReplicationConfig
 
 METHODS = ("heartbeat", "replay_timestamp", "primary_stat")
 

@@ -17,13 +17,13 @@ import dns.rcode
 import dns.rdatatype
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from agent.configtypes import Duration, Interval, Model, Name, Scheduled, Timeout
-from agent.redact import excerpt
-from agent.results import Measurement, Reason, Result
-from probes.base import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Timeout
+from failsight.core.redact import excerpt
+from failsight.core.results import Measurement, Reason, Result
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from failsight.agent.config import Config
 
 # Room the scheduler's hard limit leaves above the probe's own timeout, so a slow resolver ends
 # as this probe's `timeout` result with facts rather than as a cancelled run.

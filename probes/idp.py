@@ -22,7 +22,8 @@ import aiohttp
 import yarl
 from pydantic import BeforeValidator, Field, field_validator
 
-from agent.configtypes import (
+from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.configtypes import (
     Interval,
     Name,
     Scheduled,
@@ -30,17 +31,16 @@ from agent.configtypes import (
     Timeout,
     parse_duration,
 )
-from agent.redact import REDACTOR, basic_credentials, excerpt
-from agent.results import CheckFailure, Measurement, Reason, Result
-from probes.base import Check, ProbeContext, new_run_id, wall_now
-from probes.http import classify, read_bounded, ssl_context
+from failsight.core.http import classify, read_bounded, ssl_context
+from failsight.core.redact import REDACTOR, basic_credentials, excerpt
+from failsight.core.results import CheckFailure, Measurement, Reason, Result
 
 if TYPE_CHECKING:
     # joserfc (and cryptography under it, ~9 MB) is imported where tokens are handled, so an
     # agent with no IdP configured never loads it.
     from joserfc.jwk import KeySet
 
-    from agent.config import Config
+    from failsight.agent.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -56,9 +56,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.redact import REDACTOR
-from probes.base import Check, ProbeContext
-from probes.journey import BUILTIN_VARIABLES, JourneyCheck, printable
+from failsight.core.check import Check, ProbeContext
+from failsight.core.redact import REDACTOR
+from failsight.probes.journey import BUILTIN_VARIABLES, JourneyCheck, printable
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class CleanupJournal:
         entries = [e for e in self._entries.values() if e.run_id not in self._active]
         return sorted(entries, key=lambda e: (e.created_at, e.run_id))
 
-    # --- what a journey run calls (probes.base.RunJournal) -----------------------------------
+    # --- what a journey run calls (failsight.core.check.RunJournal) -----------------------
 
     async def record(
         self,
@@ -220,7 +220,7 @@ class CleanupJournal:
         run_id: str,
         variables: Mapping[str, object],
     ) -> None:
-        """Note a run whose cleanup could now act (see probes.base.RunJournal)."""
+        """Note a run whose cleanup could now act (see failsight.core.check.RunJournal)."""
         if self.directory is None:
             return
         entry = JournalEntry(

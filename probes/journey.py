@@ -16,10 +16,7 @@ import aiohttp
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from yarl import URL
 
-from agent.configtypes import Duration, Interval, Model, Name, Secret, Timeout
-from agent.redact import REDACTOR, redact
-from agent.results import CheckFailure, Reason, Result, StepResult
-from probes.base import (
+from failsight.core.check import (
     Check,
     ProbeContext,
     RunJournal,
@@ -28,8 +25,11 @@ from probes.base import (
     new_trace_id,
     wall_now,
 )
-from probes.http import classify, public_phases, read_bounded, ssl_context
-from probes.templating import (
+from failsight.core.configtypes import Duration, Interval, Model, Name, Secret, Timeout
+from failsight.core.http import classify, public_phases, read_bounded, ssl_context
+from failsight.core.redact import REDACTOR, redact
+from failsight.core.results import CheckFailure, Reason, Result, StepResult
+from failsight.probes.templating import (
     JsonPath,
     MissingVariable,
     UnusableVariable,
@@ -40,7 +40,7 @@ from probes.templating import (
 )
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from failsight.agent.config import Config
 
 SYNTHETIC_HEADER = "X-Failsight-Synthetic"
 RUN_ID_HEADER = "X-Failsight-Run-Id"
@@ -56,7 +56,7 @@ MAX_JSON_DEPTH = 256
 # Failure messages quote at most this much of what a target sent (values, headers, bodies).
 MAX_QUOTED = 200
 MAX_MESSAGE = 1000
-# What is quoted is redacted (agent.redact) before it is cut, over this much more than is
+# What is quoted is redacted (failsight.core.redact) before it is cut, over this much more than is
 # kept: a secret the target echoed must be whole to be found, and a cut one would leak.
 REDACT_WINDOW = 4096
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from probes import dns, idp, journey, replication, selfcheck, tls
-from probes.base import Check
+from failsight.core.check import Check
+from failsight.probes import dns, idp, journey, replication, selfcheck, tls
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from failsight.agent.config import Config
 
 PLANNERS: tuple[Callable[[Config], list[Check]], ...] = (
     journey.plan,

@@ -53,13 +53,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from agent.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
-from agent.redact import REDACTOR
-from agent.results import CheckFailure, Measurement, Reason, Result
-from probes.base import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
+from failsight.core.redact import REDACTOR
+from failsight.core.results import CheckFailure, Measurement, Reason, Result
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from failsight.agent.config import Config
 
 _IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
 _TABLE = re.compile(rf"^({_IDENTIFIER})\.({_IDENTIFIER})$")

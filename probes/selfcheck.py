@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import aiohttp
 from pydantic import field_validator
 
-from agent.configtypes import Interval, Scheduled, Timeout
-from probes.base import Check, ProbeContext, new_run_id, wall_now
-from probes.http import classify, ssl_context
+from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.configtypes import Interval, Scheduled, Timeout
+from failsight.core.http import classify, ssl_context
 
 if TYPE_CHECKING:
-    from agent.config import Config
-    from agent.results import Result
+    from failsight.agent.config import Config
+    from failsight.core.results import Result
 
 KIND = "self_check"  # agent.view.SELF_CHECK_KIND: its results settle this vantage's impairment
 MAX_MESSAGE_CHARS = 300

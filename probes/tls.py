@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field
 
-from agent.configtypes import Duration, Interval, Name, Scheduled, Timeout
-from agent.results import CheckFailure, Measurement, Reason, Result
-from probes.base import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.configtypes import Duration, Interval, Name, Scheduled, Timeout
+from failsight.core.results import CheckFailure, Measurement, Reason, Result
 
 if TYPE_CHECKING:
     # cryptography (~8 MB) is imported where certificates are parsed, so an agent with no
     # TLS check configured never loads it.
     from cryptography import x509
 
-    from agent.config import Config
+    from failsight.agent.config import Config
 
 # Room the scheduler's hard limit leaves above the probe's own deadline (which covers every
 # handshake of a run), so a hung endpoint ends as this probe's `timeout` result.

@@ -7,7 +7,7 @@ from collections.abc import Generator
 
 import pytest
 
-from agent.logs import _FailsightHandler
+from failsight.agent.logs import _FailsightHandler
 
 pytest_plugins = [
     "tests.fixtures.platform",

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.config import Config, load_config
-from agent.demo import postgres
-from agent.demo.simulator import Fault, Platform
-from agent.runtime import Agent
+from failsight.agent.config import Config, load_config
+from failsight.agent.demo import postgres
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.runtime import Agent
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, Self, get_args
 from aiohttp import web
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from agent.configtypes import Model, Name
+from failsight.core.configtypes import Model, Name
 
 Step = Literal["order_submit", "allocation", "pick", "shipment", "invoice", "cancel", "order_get"]
 FaultKind = Literal["outage", "latency", "fail_step", "hang", "html", "truncate", "huge"]

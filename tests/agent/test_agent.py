@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from agent.config import Config
-from agent.demo.simulator import Fault, Platform
+from failsight.agent.config import Config
+from failsight.agent.demo.simulator import Fault, Platform
 from tests.fixtures.platform import (
     demo_config_data,
     get_json,

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import yaml
 
-from agent.demo.simulator import Platform
+from failsight.agent.demo.simulator import Platform
 from tests.fixtures.otlp_receiver import BlackHole, GrpcReceiver
 from tests.fixtures.platform import (
     demo_config_data,

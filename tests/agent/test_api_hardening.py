@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import yaml
 
-from agent import api, server
-from agent.demo.simulator import Platform
-from agent.runtime import Agent
-from agent.server import GuardedSite, ListenError, Phase
+from failsight.agent import api, server
+from failsight.agent.demo.simulator import Platform
+from failsight.agent.runtime import Agent
+from failsight.agent.server import GuardedSite, ListenError, Phase
 from tests.fixtures.platform import demo_config_data, running_agent, wait_for, write_config
 
 FAILSIGHT = Path(sys.executable).with_name("failsight")

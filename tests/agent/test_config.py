@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.config import load_config
-from agent.yamlsource import ConfigInvalid
+from failsight.agent.cli import main
+from failsight.agent.config import load_config
+from failsight.agent.yamlsource import ConfigInvalid
 
 BASE = """\
 agent:
@@ -271,7 +271,7 @@ def test_invalid_controls_config_names_file_line_key(
 def test_weekly_maintenance_windows_open_and_close_on_their_days() -> None:
     import datetime as dt
 
-    from agent.control import MaintenanceConfig, maintenance_holds
+    from failsight.agent.control import MaintenanceConfig, maintenance_holds
 
     window = MaintenanceConfig.model_validate(
         {

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.yamlsource import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_VALUES, ConfigInvalid
+from failsight.agent.config import load_config
+from failsight.agent.yamlsource import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_VALUES, ConfigInvalid
 
 BASE = """\
 agent:
@@ -35,7 +35,7 @@ def validate(path: Path, env: dict[str, str] | None = None) -> tuple[int, str, i
     """`failsight validate PATH` in a child: exit code, all output, the child's peak RSS (KB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "validate", str(path)],
+        [sys.executable, "-m", "failsight", "validate", str(path)],
         capture_output=True,
         text=True,
         timeout=120,

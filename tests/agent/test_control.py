@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from agent.config import Config
-from agent.demo.simulator import Fault, Platform
-from agent.runtime import Agent
+from failsight.agent.config import Config
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.runtime import Agent
 from tests.fixtures.platform import (
     demo_config_data,
     free_port,

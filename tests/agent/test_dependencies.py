@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
-from agent.demo.simulator import Fault, Platform
+from failsight.agent.config import Config
+from failsight.agent.demo.simulator import Fault, Platform
 from tests.fixtures.dnsmasq import Dnsmasq
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
 from tests.fixtures.platform import (

@@ -17,12 +17,12 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
-from agent.logs import JsonFormatter, LogsConfig, configure_logging, log_result
-from agent.metrics import CATALOGUE, LATENCY_BUCKETS, Sample
-from agent.otlp import OtlpSink
-from agent.otlp_config import OtlpCollectorConfig, build_resource
-from agent.results import Measurement, Reason, Result, StepResult
-from probes.base import new_run_id, new_span_id, new_trace_id
+from failsight.agent.logs import JsonFormatter, LogsConfig, configure_logging, log_result
+from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS, Sample
+from failsight.agent.otlp import OtlpSink
+from failsight.agent.otlp_config import OtlpCollectorConfig, build_resource
+from failsight.core.check import new_run_id, new_span_id, new_trace_id
+from failsight.core.results import Measurement, Reason, Result, StepResult
 from tests.fixtures.otlp_receiver import (
     BlackHole,
     GrpcReceiver,

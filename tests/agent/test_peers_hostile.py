@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.control import ControlStore
-from agent.peers import MAX_VIEW_BYTES, PeerConfig, PeerPoller, PeerState
-from agent.redact import REDACTED, REDACTOR
-from agent.verdict import SiteOpinion, VantageView, decide
-from agent.view import SiteState
-from probes.http import new_session
+from failsight.agent.control import ControlStore
+from failsight.agent.peers import MAX_VIEW_BYTES, PeerConfig, PeerPoller, PeerState
+from failsight.agent.verdict import SiteOpinion, VantageView, decide
+from failsight.agent.view import SiteState
+from failsight.core.http import new_session
+from failsight.core.redact import REDACTED, REDACTOR
 
 PEER = "gcp-euw1"
 TOKEN = "peer-view-token-0123456789"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.demo.simulator import Fault, Platform
-from agent.peers import parse_view
-from agent.runtime import Agent
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.peers import parse_view
+from failsight.agent.runtime import Agent
 from tests.fixtures.platform import (
     VANTAGES,
     get_json,

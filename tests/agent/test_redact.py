@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from agent.redact import MAX_REMEMBERED, REDACTED, Redactor, basic_credentials
+from failsight.core.redact import MAX_REMEMBERED, REDACTED, Redactor, basic_credentials
 
 
 def test_every_form_of_a_secret_is_redacted_and_the_longest_wins() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import random
 from pathlib import Path
 
-from agent.demo.simulator import Platform
+from failsight.agent.demo.simulator import Platform
 from tests.fixtures.platform import demo_config_data, running_agent, wait_for, write_config
 
 INTERVAL = 2.0

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import aiohttp
 
-from agent.config import Config
-from agent.demo.simulator import Fault, Platform
-from agent.runtime import Agent
-from agent.verdict import replication_states
+from failsight.agent.config import Config
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.runtime import Agent
+from failsight.agent.verdict import replication_states
 from tests.fixtures.platform import (
     demo_config_data,
     get_json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.scheduler import next_due
+from failsight.agent.scheduler import next_due
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ import asyncio
 
 import aiohttp
 
-from agent.results import Result
-from agent.scheduler import Scheduler
-from probes.base import Check, ProbeContext, wall_now
+from failsight.agent.scheduler import Scheduler
+from failsight.core.check import Check, ProbeContext, wall_now
+from failsight.core.results import Result
 
 
 class Instant(Check):

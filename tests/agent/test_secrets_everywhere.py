@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.logs import JsonFormatter
-from agent.redact import REDACTED, basic_credentials
+from failsight.agent.logs import JsonFormatter
+from failsight.core.redact import REDACTED, basic_credentials
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
 from tests.fixtures.otlp_receiver import GrpcReceiver
 from tests.fixtures.platform import running_agent, wait_for, write_config

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
-from agent.demo.simulator import HUGE_BODY_BYTES, REQUEST_LOG_SIZE, Fault, Platform
+from failsight.agent.demo.simulator import HUGE_BODY_BYTES, REQUEST_LOG_SIZE, Fault, Platform
 
 SITE_A = "aws-use1"
 SITE_B = "gcp-euw1"

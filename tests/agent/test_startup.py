@@ -12,7 +12,7 @@ SITES = 'sites: [{name: p, role: primary, base_url: "http://127.0.0.1:1"}]\n'
 
 def run(config: Path) -> tuple[int, str, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        [sys.executable, "-m", "failsight", "run", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.demo.simulator import Fault, Platform
+from failsight.agent.demo.simulator import Fault, Platform
 from tests.fixtures.dnsmasq import Dnsmasq
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
 from tests.fixtures.platform import (

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from agent.control import Controls, Hold, Latch
-from agent.verdict import (
+from failsight.agent.control import Controls, Hold, Latch
+from failsight.agent.verdict import (
     FailbackPolicy,
     ReplicationState,
     SiteOpinion,
@@ -17,7 +17,7 @@ from agent.verdict import (
     decide,
     judge_vantages,
 )
-from agent.view import SiteState
+from failsight.agent.view import SiteState
 
 NOW = 1_000.0
 SITES = [("aws", "primary"), ("gcp", "standby")]

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from agent.results import Reason, Result, StepResult
-from agent.view import Hysteresis, SiteState, SiteView, ViewTracker, advance
+from failsight.agent.view import Hysteresis, SiteState, SiteView, ViewTracker, advance
+from failsight.core.results import Reason, Result, StepResult
 
 U, DG, DN, RC = SiteState.UP, SiteState.DEGRADED, SiteState.DOWN, SiteState.RECOVERING
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.metrics import CATALOGUE, MetricType
+from failsight.agent.metrics import CATALOGUE, MetricType
 from tests.fixtures.grafana import (
     DASHBOARDS,
     DATASOURCE,

@@ -14,10 +14,10 @@ import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.config import load_config
-from agent.metrics import CATALOGUE, MetricType
-from agent.rules import RulesInput, render_rules, rules_input
-from agent.slo import SloConfig
+from failsight.agent.config import load_config
+from failsight.agent.metrics import CATALOGUE, MetricType
+from failsight.agent.rules import RulesInput, render_rules, rules_input
+from failsight.agent.slo import SloConfig
 from tests.fixtures.prometheus import (
     WebhookRecorder,
     alertmanager_example_config,

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version  # type: ignore[import-untyped]
 
-from agent.config import Config, load_config
-from agent.yamlsource import ConfigInvalid
+from failsight.agent.config import Config, load_config
+from failsight.agent.yamlsource import ConfigInvalid
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -231,7 +231,7 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
         assert (REPO / source).exists(), source
         assert dockerignore_includes(source, patterns), f"{source} is excluded by .dockerignore"
     # Everything the package needs at run time reaches the build, the status page included.
-    for package in ("agent", "probes"):
+    for package in ("failsight", "agent", "probes"):
         for path in (REPO / package).rglob("*"):
             if path.is_file() and "__pycache__" not in path.parts:
                 relative = path.relative_to(REPO).as_posix()

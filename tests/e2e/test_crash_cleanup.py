@@ -7,7 +7,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from agent.demo.simulator import Fault, Platform
+from failsight.agent.demo.simulator import Fault, Platform
 from tests.fixtures.platform import (
     demo_config_data,
     running_agent,

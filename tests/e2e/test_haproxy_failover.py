@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from agent.demo.simulator import Platform
-from agent.runtime import Agent
+from failsight.agent.demo.simulator import Platform
+from failsight.agent.runtime import Agent
 from tests.fixtures.faultproxy import FaultProxy, agents_behind, site_proxies
 from tests.fixtures.haproxy import (
     EXAMPLE,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import trustme
 
-from agent.demo.simulator import Fault, Platform
-from agent.rules import render_rules, rules_input
-from agent.runtime import Agent
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.rules import render_rules, rules_input
+from failsight.agent.runtime import Agent
 from tests.fixtures.dnsmasq import Dnsmasq
 from tests.fixtures.grafana import DASHBOARDS, expressions
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.demo.simulator import Fault, Platform
-from agent.rules import render_rules, rules_input
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.rules import render_rules, rules_input
 from tests.fixtures.platform import SITES, three_agents, three_vantage_config, wait_for
 from tests.fixtures.prometheus import (
     Alertmanager,

@@ -20,19 +20,19 @@ from typing import Any
 
 import pytest
 
-from agent.config import Config
-from agent.demo.simulator import Fault, Platform
-from agent.scheduler import run_check
-from probes.base import ProbeContext
-from probes.http import new_session
-from probes.journal import (
+from failsight.agent.config import Config
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.scheduler import run_check
+from failsight.core.check import ProbeContext
+from failsight.core.http import new_session
+from failsight.probes.journal import (
     MAX_ENTRY_BYTES,
     CleanupJournal,
     JournalEntry,
     RetryReport,
     retry_pending,
 )
-from probes.journey import JourneyCheck, plan
+from failsight.probes.journey import JourneyCheck, plan
 from tests.fixtures.platform import demo_config_data, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,12 +47,12 @@ CHILD = """
 import asyncio
 import sys
 
-from agent.config import load_config
-from agent.scheduler import run_check
-from probes.base import ProbeContext
-from probes.http import new_session
-from probes.journal import CleanupJournal
-from probes.journey import plan
+from failsight.agent.config import load_config
+from failsight.agent.scheduler import run_check
+from failsight.core.check import ProbeContext
+from failsight.core.http import new_session
+from failsight.probes.journal import CleanupJournal
+from failsight.probes.journey import plan
 
 
 async def main(config_path: str, state_dir: str) -> None:
@@ -189,7 +189,7 @@ async def test_a_journey_killed_mid_run_is_cleaned_up_by_the_next_process(
     platform.recover(SITE)
     journal = CleanupJournal(state_dir)
     assert journal.pending() == []  # nothing read before the first pass
-    with caplog.at_level(logging.INFO, logger="probes.journal"):
+    with caplog.at_level(logging.INFO, logger="failsight.probes.journal"):
         report = await retry_pending(journal, plan(config), http_ctx)
     assert report == RetryReport(cleaned=1, pending=0)
     assert synthetic_orders(platform) == []
@@ -430,7 +430,7 @@ async def test_corrupt_files_are_moved_aside_once_and_never_retried(
     (directory / "README").write_text("not ours")
 
     journal = CleanupJournal(state_dir)
-    with caplog.at_level(logging.ERROR, logger="probes.journal"):
+    with caplog.at_level(logging.ERROR, logger="failsight.probes.journal"):
         report = await retry_pending(journal, plan(config), http_ctx)
     # The good entry was cleaned (its order is long gone: 404 is a success for cancel).
     assert report == RetryReport(cleaned=1, pending=0)
@@ -494,7 +494,7 @@ async def test_entries_of_unconfigured_journeys_old_entries_and_the_excess_are_g
     )
     await fresh.finish("b1", cleaned=False)
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="probes.journal"):
+    with caplog.at_level(logging.ERROR, logger="failsight.probes.journal"):
         report = await retry_pending(fresh, plan(config), http_ctx)
     assert report == RetryReport(cleaned=2, abandoned=2, pending=0)
     assert fresh.abandoned == {("retired", SITE): 1, (JOURNEY, SITE): 1}

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from agent.results import Measurement, Reason, Result
-from probes.base import ProbeContext
-from probes.dns import DnsCheck, DnsConfig, DnsResolverConfig
+from failsight.core.check import ProbeContext
+from failsight.core.results import Measurement, Reason, Result
+from failsight.probes.dns import DnsCheck, DnsConfig, DnsResolverConfig
 
 if TYPE_CHECKING:
     from tests.fixtures.dnsmasq import Dnsmasq

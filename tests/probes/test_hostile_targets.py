@@ -32,17 +32,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.redact import REDACTED, REDACTOR, basic_credentials
-from agent.results import CheckFailure, Reason, Result
-from agent.scheduler import run_check
-from probes.base import Check, ProbeContext
-from probes.dns import DnsCheck, DnsConfig
-from probes.http import new_session
-from probes.idp import MAX_TOKEN_LIFETIME, IdpCheck, IdpConfig, TokenCache
-from probes.journey import JourneyCheck, JourneyConfig
-from probes.replication import ReplicationCheck, ReplicationConfig
-from probes.selfcheck import SelfCheck, SelfCheckConfig
-from probes.tls import TlsCheck, TlsConfig
+from failsight.agent.scheduler import run_check
+from failsight.core.check import Check, ProbeContext
+from failsight.core.http import new_session
+from failsight.core.redact import REDACTED, REDACTOR, basic_credentials
+from failsight.core.results import CheckFailure, Reason, Result
+from failsight.probes.dns import DnsCheck, DnsConfig
+from failsight.probes.idp import MAX_TOKEN_LIFETIME, IdpCheck, IdpConfig, TokenCache
+from failsight.probes.journey import JourneyCheck, JourneyConfig
+from failsight.probes.replication import ReplicationCheck, ReplicationConfig
+from failsight.probes.selfcheck import SelfCheck, SelfCheckConfig
+from failsight.probes.tls import TlsCheck, TlsConfig
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
 from tests.fixtures.postgres import APP_DATABASE, PASSWORD_ROLE, PgPair
 

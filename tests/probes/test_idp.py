@@ -16,10 +16,10 @@ import pytest_asyncio
 import trustme
 from pydantic import ValidationError
 
-from agent.results import CheckFailure, Reason, Result
-from probes.base import ProbeContext, TokenSource
-from probes.http import new_session
-from probes.idp import IdpCheck, IdpConfig, TokenCache
+from failsight.core.check import ProbeContext, TokenSource
+from failsight.core.http import new_session
+from failsight.core.results import CheckFailure, Reason, Result
+from failsight.probes.idp import IdpCheck, IdpConfig, TokenCache
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agent.config import Config
-from agent.demo.simulator import Fault, Platform
-from agent.results import Reason, Result
-from agent.scheduler import run_check
-from probes.base import ProbeContext
-from probes.http import new_session
-from probes.journey import JourneyCheck, plan
+from failsight.agent.config import Config
+from failsight.agent.demo.simulator import Fault, Platform
+from failsight.agent.scheduler import run_check
+from failsight.core.check import ProbeContext
+from failsight.core.http import new_session
+from failsight.core.results import Reason, Result
+from failsight.probes.journey import JourneyCheck, plan
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.redact import REDACTOR
-from agent.results import Reason, Result
-from agent.scheduler import run_check
-from probes import journey as journey_module
-from probes.base import ProbeContext
-from probes.http import new_session
-from probes.journey import MAX_JSON_DEPTH, JourneyCheck, JourneyConfig
-from probes.templating import UnusableVariable, render, render_text
+from failsight.agent.scheduler import run_check
+from failsight.core.check import ProbeContext
+from failsight.core.http import new_session
+from failsight.core.redact import REDACTOR
+from failsight.core.results import Reason, Result
+from failsight.probes import journey as journey_module
+from failsight.probes.journey import MAX_JSON_DEPTH, JourneyCheck, JourneyConfig
+from failsight.probes.templating import UnusableVariable, render, render_text
 
 DEEP = 400_000
 

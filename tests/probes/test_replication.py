@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
-from agent.results import Reason, Result
-from probes.base import ProbeContext
-from probes.replication import (
+from failsight.core.check import ProbeContext
+from failsight.core.results import Reason, Result
+from failsight.probes.replication import (
     Heartbeat,
     ReplicationCheck,
     ReplicationConfig,

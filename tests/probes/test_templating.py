@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.templating import (
+from failsight.probes.templating import (
     MissingVariable,
     find,
     malformed_placeholders,

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
-from agent.results import Reason
-from probes.base import ProbeContext
-from probes.tls import TlsCheck, TlsConfig, tls_targets_for_url
+from failsight.core.check import ProbeContext
+from failsight.core.results import Reason
+from failsight.probes.tls import TlsCheck, TlsConfig, tls_targets_for_url
 
 NAME = "orders.example.test"
 DAY = datetime.timedelta(days=1)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from urllib.parse import quote
 
-from agent.results import Result, StepResult
+from failsight.core.results import Result, StepResult
 
 REDACTED = "[redacted]"
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from agent.results import Reason, Result
+from failsight.core.results import Reason, Result
 
 
 class TokenSource(Protocol):

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from agent import __version__
-from agent.results import CheckFailure, Reason
+from failsight.core.results import CheckFailure, Reason
+from failsight.core.version import __version__
 
 USER_AGENT = f"failsight/{__version__} (synthetic monitoring)"
 

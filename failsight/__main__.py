@@ -1,0 +1,5 @@
+"""`python -m failsight` is the same as the `failsight` command."""
+
+from failsight.agent.cli import main
+
+raise SystemExit(main())
