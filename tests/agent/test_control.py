@@ -373,7 +373,7 @@ async def test_the_cli_holds_and_fails_back_through_the_api(
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "agent",
+                "failsight",
                 *args,
                 "--agent",
                 url,
