@@ -121,7 +121,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_INVALID
     try:
-        print(render_rules(rules_input(config, failover_for=args.failover_for)), end="")
+        inp = rules_input(config, failover_for=args.failover_for, runbook_base=args.runbook_base)
+        print(render_rules(inp), end="")
     except ValueError as exc:
         print(f"{args.config}: cannot generate rules: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -269,6 +270,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="`for:` of FailsightFailoverRecommended (default 0s: the agents' own hysteresis "
         "already confirmed the outage)",
+    )
+    from failsight.agent.rules import RUNBOOK_BASE
+
+    rules.add_argument(
+        "--runbook-base",
+        default=RUNBOOK_BASE,
+        metavar="URL",
+        help="where the alert docs are hosted: each alert's runbook_url is URL#<alert name in "
+        "lower case> (default: %(default)s)",
     )
     rules.set_defaults(func=cmd_rules)
     for name, text in (

@@ -14,6 +14,7 @@ import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
+from failsight.agent.cli import main
 from failsight.agent.config import load_config
 from failsight.agent.metrics import CATALOGUE, MetricType
 from failsight.agent.rules import RulesInput, render_rules, rules_input
@@ -33,6 +34,8 @@ RULE_FILES = sorted(ALERTS.glob("*.rules.yml"))
 TEST_FILES = sorted((ALERTS / "tests").glob("*.test.yml"))
 ALERTMANAGER_EXAMPLE = ALERTS / "alertmanager.example.yml"
 PLACEHOLDER = "http://127.0.0.1:9095"
+# Where runbook links point by default: the alert docs, one heading per alert. A public name.
+DOCS = "https://github.com/failsight/failsight/blob/main/docs/alerts.md"
 
 # Series the rules read that agent/metrics.py does not export yet: the split-brain signal.
 PROPOSED_METRICS: set[str] = set()
@@ -137,6 +140,30 @@ def test_shipped_rules_are_the_generators_output_for_the_demo() -> None:
     assert SHIPPED_RULES.read_text() == render_rules(demo_rules_input())
 
 
+def test_runbook_urls_point_at_the_alert_docs_by_default() -> None:
+    rules = alert_rules(SHIPPED_RULES.read_text())
+    urls = {r["annotations"]["runbook_url"] for r in rules if "alert" in r}
+    assert urls == {f"{DOCS}#{r['alert'].lower()}" for r in rules if "alert" in r}
+
+
+def test_runbook_base_option_changes_only_the_runbook_urls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = "https://example.org/runbooks"
+    config = str(REPO / "deploy" / "demo.yaml")
+    assert main(["rules", "--config", config, "--runbook-base", base]) == 0
+    moved = capsys.readouterr().out
+    assert main(["rules", "--config", config]) == 0
+    default = capsys.readouterr().out
+    assert default == SHIPPED_RULES.read_text()
+    # Every alert links to the new base, and nothing else changed (not even the layout).
+    alerts = [r for r in alert_rules(moved) if "alert" in r]
+    assert alerts
+    assert all(r["annotations"]["runbook_url"] == f"{base}#{r['alert'].lower()}" for r in alerts)
+    assert moved.replace(f"runbook_url: {base}#", f"runbook_url: {DOCS}#") == default
+    assert moved.count(f"runbook_url: {base}#") == len(alerts)
+
+
 def _slo(**fields: Any) -> SloConfig:
     return SloConfig.model_validate({"name": "s", "journey": "j", **fields})
 
@@ -163,6 +190,11 @@ def _slo(**fields: Any) -> SloConfig:
             {"failover_for": float("nan")},
             "failover_for must be a number of seconds, zero or more (got nan)",
         ),
+        (
+            {"runbook_base": "https://example.org/alerts.md#top"},
+            "runbook_base must be a URL without '#', braces or spaces",
+        ),
+        ({"runbook_base": ""}, "runbook_base must be a URL without '#', braces or spaces"),
     ],
 )
 def test_render_rules_refuses_inconsistent_input(change: dict[str, Any], message: str) -> None:
@@ -335,7 +367,7 @@ def _recommended(target: str, votes: int) -> dict[str, Any]:
             " that standby was up, streaming and within the RPO. It stays latched until failback"
             " is released, by an operator or the auto-failback policy: this alert resolving"
             " means failback, never just the primary answering again.",
-            "runbook_url": "README.md#failsightfailoverrecommended",
+            "runbook_url": DOCS + "#failsightfailoverrecommended",
         },
     }
 
@@ -403,7 +435,7 @@ def test_generated_rules_for_another_deployment_pass_promtool(tmp_path: Path) ->
                                     " standby is healthy, so failing over would not help: check"
                                     " the shared dependencies (identity provider, DNS) and the"
                                     " cloud providers.",
-                                    "runbook_url": "README.md#failsighttotaloutage",
+                                    "runbook_url": DOCS + "#failsighttotaloutage",
                                 },
                             }
                         ],
@@ -487,7 +519,7 @@ def test_generated_rules_for_another_deployment_pass_promtool(tmp_path: Path) ->
                                     "description": "The share of runs slower than 1s is 10%"
                                     " against an objective of 99.9% over 7d (burn windows"
                                     " 5m+1h at 14.4x or 30m+6h at 6x).",
-                                    "runbook_url": "README.md#failsightjourneyerrorbudgetburn",
+                                    "runbook_url": DOCS + "#failsightjourneyerrorbudgetburn",
                                 },
                             }
                         ],
