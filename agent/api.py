@@ -1,4 +1,8 @@
-"""The agent's HTTP API: metrics, health, this vantage's view, and the verdict."""
+"""The agent's HTTP API: metrics, health, this vantage's view, and the verdict.
+
+GET handlers serve the agent's latest published status (agent/status.py) and never change the
+agent; only the operator's POST/DELETE calls reach into it, through `StatusSource`.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,34 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from failsight.agent.control import ActionKind, ControlConflict, clean_text, hold_until
+from failsight.agent.status import Status, StatusSource
 from failsight.agent.verdict import FAILOVER_VERDICTS, dependencies_json, verdict_json
 
-if TYPE_CHECKING:
-    from failsight.agent.runtime import Agent
 
-AGENT: web.AppKey[Agent] = web.AppKey("agent")
+class Scrapes:
+    """How many times this API has served /metrics: the API's own count, which the agent
+    exports as `failsight_telemetry_exports_total{path="prometheus"}`."""
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
-def build_app(agent: Agent) -> web.Application:
+AGENT: web.AppKey[StatusSource] = web.AppKey("agent")
+SCRAPES: web.AppKey[Scrapes] = web.AppKey("scrapes")
+
+
+def build_app(agent: StatusSource) -> web.Application:
     # Only the control endpoints take a body, and theirs is small: aiohttp's default 1 MiB
     # would let any client make the agent buffer a megabyte per request.
     app = web.Application(client_max_size=MAX_CONTROL_BODY)
     app[AGENT] = agent
+    app[SCRAPES] = Scrapes()
     app.on_response_prepare.append(_nosniff)
     app.router.add_get("/", status_page)
     app.router.add_get("/status.js", _static_file(STATUS_SCRIPT, "text/javascript"))
@@ -107,10 +119,10 @@ def _static_file(path: Path, content_type: str) -> Callable[[web.Request], Await
 
 async def metrics(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
-    if not agent.config.telemetry.prometheus.enabled:
+    if not agent.status.prometheus_enabled:
         return web.json_response({"error": "telemetry.prometheus is disabled"}, status=404)
-    agent.scrapes += 1
-    body = generate_latest(agent.prometheus.registry)
+    request.app[SCRAPES].count += 1
+    body = generate_latest(agent.metrics_registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -119,40 +131,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready = request.app[AGENT].ready
+    ready = request.app[AGENT].status.ready
     return web.json_response(
         {"status": "ready" if ready else "starting"}, status=200 if ready else 503
     )
-
-
-def _view_json(agent: Agent) -> dict[str, object]:
-    local = agent.local_view()
-    views = agent.views.snapshot()
-    return {
-        "vantage": local.vantage,
-        "generated_at": local.generated_at,
-        "impaired": agent.impaired,
-        "every_site_failing": local.every_site_failing,
-        "self_check": local.self_check,
-        "sites": {
-            site: {
-                "state": v.state.value,
-                "since": v.since,
-                "evidence": list(v.evidence),
-                "consecutive_failures": v.failures,
-                "consecutive_successes": v.successes,
-                "last_run_at": v.last_run_at,
-                "flapping": v.flapping,
-                "episode_since": v.episode_since,
-            }
-            for site, v in views.items()
-        },
-        # Holds, failbacks and latches travel with the view: every agent converges on them.
-        "control": {
-            "clock": agent.control.clock,
-            "actions": [a.to_json() for a in agent.control.actions()],
-        },
-    }
 
 
 def _bearer_ok(request: web.Request, secret: SecretStr) -> bool:
@@ -181,40 +163,32 @@ def _unauthorized(message: str) -> web.Response:
 
 
 async def view(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
-    token = agent.config.agent.view_token
+    status = request.app[AGENT].status
+    token = status.view_token
     if token is not None and not _bearer_ok(request, token):
         return _unauthorized("a valid bearer token is required")
-    return web.json_response(_view_json(agent))
+    return web.json_response(status.view.to_json())
 
 
-def _site_json(agent: Agent, site: str) -> dict[str, object]:
-    v = agent.verdicts[site]
-    local = agent.views.snapshot()[site]
+def _site_json(status: Status, site: str) -> dict[str, object]:
+    local = status.view.sites[site]
     return verdict_json(
-        v, {"state": local.state.value, "since": local.since, "evidence": list(local.evidence)}
+        status.verdicts[site],
+        {"state": local.state.value, "since": local.since, "evidence": list(local.evidence)},
     )
 
 
-def _judged(agent: Agent) -> None:
-    # Verdicts are judged by the agent's verdict loop; before its first pass (or in a test
-    # that drives the agent by hand) there are none yet: judge once.
-    if not agent.verdicts:
-        agent.refresh_verdicts()
-
-
 async def verdict(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
-    _judged(agent)
+    status = request.app[AGENT].status
     return web.json_response(
         {
-            "vantage": agent.config.agent.vantage,
+            "vantage": status.vantage,
             "generated_at": time.time(),
-            "sites": {site: _site_json(agent, site) for site in agent.verdicts},
-            "dependencies": dependencies_json(agent.views.latest.values()),
+            "sites": {site: _site_json(status, site) for site in status.verdicts},
+            "dependencies": dependencies_json(status.results.values()),
             "peers": {
-                name: {"fetched_at": state.fetched_at, "error": state.error}
-                for name, state in agent.peers.states.items()
+                name: {"fetched_at": peer.fetched_at, "error": peer.error}
+                for name, peer in status.peers.items()
             },
         }
     )
@@ -222,28 +196,23 @@ async def verdict(request: web.Request) -> web.Response:
 
 async def site_health(request: web.Request) -> web.Response:
     """For DNS/load-balancer health checkers: 503 while a failover is recommended or latched."""
-    agent = request.app[AGENT]
-    _judged(agent)
+    status = request.app[AGENT].status
     site = request.match_info["site"]
-    if site not in agent.verdicts:
+    if site not in status.verdicts:
         return web.json_response({"error": "unknown site"}, status=404)
-    body = _site_json(agent, site)
-    status = 503 if agent.verdicts[site].verdict in FAILOVER_VERDICTS else 200
-    return web.json_response(body, status=status)
+    body = _site_json(status, site)
+    code = 503 if status.verdicts[site].verdict in FAILOVER_VERDICTS else 200
+    return web.json_response(body, status=code)
 
 
 async def results(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
-    return web.json_response(
-        {name: r.summary() for name, r in sorted(agent.latest_results().items())}
-    )
+    status = request.app[AGENT].status
+    return web.json_response({name: r.summary() for name, r in sorted(status.results.items())})
 
 
 async def timeline(request: web.Request) -> web.Response:
     """The last hour of verdicts, views and control actions, for the status page."""
-    agent = request.app[AGENT]
-    _judged(agent)
-    return web.json_response(agent.timeline.to_json(time.time()))
+    return web.json_response(request.app[AGENT].status.timeline.to_json(time.time()))
 
 
 # --- operator controls ---------------------------------------------------------------------
@@ -256,8 +225,8 @@ CONTROL_BODY_TIMEOUT = 10.0
 
 async def _control_request(request: web.Request) -> tuple[str, dict[str, object]] | web.Response:
     """The site and JSON body of an authorised control call, or the response refusing it."""
-    agent = request.app[AGENT]
-    token = agent.config.agent.admin_token
+    status = request.app[AGENT].status
+    token = status.admin_token
     if token is None:
         return web.json_response(
             {"error": "operator controls are disabled: set agent.admin_token to enable them"},
@@ -266,7 +235,7 @@ async def _control_request(request: web.Request) -> tuple[str, dict[str, object]
     if not _bearer_ok(request, token):
         return _unauthorized("the admin bearer token is required")
     site = request.match_info["site"]
-    if site not in {s.name for s in agent.config.sites}:
+    if site not in status.sites:
         return web.json_response({"error": "unknown site"}, status=404)
     if request.content_length is not None and request.content_length > MAX_CONTROL_BODY:
         return web.json_response({"error": "request body too large"}, status=413)
@@ -298,7 +267,7 @@ async def _control_request(request: web.Request) -> tuple[str, dict[str, object]
 def _operator(body: dict[str, object], request: web.Request) -> tuple[str, str]:
     by = clean_text(body.get("by") or "operator", "by", limit=128) or "operator"
     reason = clean_text(body.get("reason") or "", "reason")
-    return f"{by} via {request.app[AGENT].config.agent.vantage}", reason
+    return f"{by} via {request.app[AGENT].status.vantage}", reason
 
 
 async def _act(
@@ -319,8 +288,9 @@ async def _act(
         return web.json_response({"error": str(exc)}, status=409)
     except ValueError as exc:  # the request itself: a bad duration, time or text
         return web.json_response({"error": str(exc)}, status=400)
+    # The agent has judged again and republished: the answer is the new snapshot's verdict.
     return web.json_response(
-        {"action": action.to_json(), "verdict": _site_json(agent, site)}, status=200
+        {"action": action.to_json(), "verdict": _site_json(agent.status, site)}, status=200
     )
 
 

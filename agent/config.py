@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator
 
 from failsight.agent.control import MaintenanceConfig
 from failsight.agent.logs import LogsConfig
 from failsight.agent.otlp_config import OtlpCollectorConfig
 from failsight.agent.peers import PeerConfig
 from failsight.agent.slo import SloConfig
-from failsight.agent.yamlsource import ConfigError, ConfigInvalid, Loc, SourceMap, load_yaml
+from failsight.agent.yamlsource import ConfigError, ConfigInvalid, SourceMap, load_yaml
+from failsight.core.check import Check
 from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
+from failsight.core.kind import Endpoint, Env, Kind, Loc, SiteRef, duplicates
 from failsight.core.redact import REDACTOR
-from failsight.probes.dns import DnsConfig
-from failsight.probes.idp import IdpConfig
-from failsight.probes.journey import BUILTIN_VARIABLES, JourneyConfig, Step
-from failsight.probes.replication import ReplicationConfig
+from failsight.probes.registry import KINDS
 from failsight.probes.selfcheck import SelfCheckConfig
-from failsight.probes.templating import malformed_placeholders, variables_in
-from failsight.probes.tls import TlsConfig
+
+C = TypeVar("C", bound=BaseModel)
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 
@@ -118,14 +116,12 @@ class TelemetryConfig(Model):
     logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
-class Config(Model):
+class CoreConfig(Model):
+    """The agent's own top-level keys. Each kind's section (`journeys`, `idps`, `dns`...) is
+    added to the model from its `Kind` (see `Config` below), so the agent never lists them."""
+
     agent: AgentConfig
     sites: list[SiteConfig] = Field(min_length=1)
-    idps: list[IdpConfig] = Field(default_factory=list)
-    journeys: list[JourneyConfig] = Field(default_factory=list)
-    replication: list[ReplicationConfig] = Field(default_factory=list)
-    dns: list[DnsConfig] = Field(default_factory=list)
-    tls: list[TlsConfig] = Field(default_factory=list)
     slos: list[SloConfig] = Field(default_factory=list)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     peers: list[PeerConfig] = Field(default_factory=list)
@@ -135,9 +131,20 @@ class Config(Model):
     def site(self, name: str) -> SiteConfig:
         return next(s for s in self.sites if s.name == name)
 
-    def journey_sites(self, journey: JourneyConfig) -> list[SiteConfig]:
-        names = journey.sites
-        return [s for s in self.sites if names is None or s.name in names]
+    def section(self, kind: Kind[C]) -> tuple[C, ...]:
+        """A kind's configured objects, in file order: its top-level list, or the one object
+        at its dotted key (`agent.self_check`) when that is set."""
+        value: object = self
+        for part in kind.key.split("."):
+            value = getattr(value, part, None)
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
+        return tuple(item for item in items if isinstance(item, kind.model))
+
+    def names(self, key: str) -> frozenset[str]:
+        """The names configured under a kind's key (`journeys` -> the journey names)."""
+        return env(self).names.get(key, frozenset())
 
     @property
     def vantages(self) -> tuple[str, ...]:
@@ -148,6 +155,44 @@ class Config(Model):
         if self.verdict.quorum is not None:
             return self.verdict.quorum
         return len(self.vantages) // 2 + 1
+
+
+def _assemble() -> type[CoreConfig]:
+    """The config model: the agent's keys plus one list per kind, from the registry."""
+    sections: dict[str, Any] = {
+        kind.key: (list[kind.model], Field(default_factory=list))  # type: ignore[name-defined]
+        for kind in KINDS
+        if kind.top_level
+    }
+    return create_model("Config", __base__=CoreConfig, __module__=__name__, **sections)
+
+
+if TYPE_CHECKING:
+    Config = CoreConfig
+else:
+    Config = _assemble()
+
+
+def env(config: CoreConfig) -> Env:
+    """What the kinds see of the config: the sites, every section's names, every endpoint."""
+    sites = tuple(
+        SiteRef(s.name, s.role, s.base_url, s.ca_file, s.tls_verify, s.headers)
+        for s in config.sites
+    )
+    endpoints = [Endpoint(f"site/{s.name}", s.base_url, s.ca_file, s.tls_verify) for s in sites]
+    names: dict[str, frozenset[str]] = {}
+    for kind in KINDS:
+        section = config.section(kind)
+        endpoints.extend(kind.endpoints(section))
+        if kind.naming is not None:
+            names[kind.key] = frozenset(map(kind.naming[1], section))
+    return Env(config.agent.vantage, sites, names, tuple(endpoints))
+
+
+def plan(config: CoreConfig) -> list[Check]:
+    """Every check the config asks for, kind by kind, each name unique."""
+    where = env(config)
+    return [check for kind in KINDS for check in kind.plan(config.section(kind), where)]
 
 
 def load_config(path: str | Path) -> Config:
@@ -240,7 +285,8 @@ def _url_password(value: str) -> list[str]:
 
 
 def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
-    """Rules that span several fields: unique names, references, template variables."""
+    """Rules that span several fields: unique names, references, template variables. The
+    agent's own keys are checked here; each kind checks its section (`Kind.check_config`)."""
     for loc, model in models_in(config):
         if isinstance(model, Scheduled) and (message := model.timeout_error()) is not None:
             yield (*loc, "timeout"), message
@@ -248,34 +294,31 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
         if isinstance(headers, dict):
             for name, value in headers.items():
                 yield from _header_errors((*loc, "headers", name), name, value)
-    yield from _duplicates(("sites",), [s.name for s in config.sites], "site")
-    yield from _duplicates(("journeys",), [j.name for j in config.journeys], "journey")
+    yield from duplicates(("sites",), [s.name for s in config.sites], "site")
     site_names = {s.name for s in config.sites}
     if not any(s.role == "primary" for s in config.sites):
         yield ("sites",), "at least one site must have role: primary"
     for index, site in enumerate(config.sites):
         if site.ca_file is not None and not Path(site.ca_file).is_file():
             yield ("sites", index, "ca_file"), f"file not found: {site.ca_file}"
-    yield from _duplicates(("idps",), [i.name for i in config.idps], "idp")
-    yield from _duplicates(("tls",), [t.name for t in config.tls], "tls target")
-    yield from _duplicates(("dns",), [d.name for d in config.dns], "dns name")
-    yield from _duplicates(("peers",), [p.name for p in config.peers], "peer")
-    yield from _duplicates(
+    where = env(config)
+    for kind in KINDS:
+        section = config.section(kind)
+        base: Loc = tuple(kind.key.split("."))
+        if kind.naming is not None:
+            noun, name_of = kind.naming
+            yield from duplicates(base, [name_of(item) for item in section], noun)
+        for loc, message in kind.check_config(section, where):
+            yield (*base, *loc) if kind.top_level else (*base, *loc[1:]), message
+    yield from duplicates(("peers",), [p.name for p in config.peers], "peer")
+    yield from duplicates(
         ("telemetry", "otlp"), [c.name for c in config.telemetry.otlp], "OTLP collector"
     )
-    yield from _duplicates(("slos",), [s.name for s in config.slos], "slo")
-    journey_names = {j.name for j in config.journeys}
+    yield from duplicates(("slos",), [s.name for s in config.slos], "slo")
+    journey_names = where.names.get("journeys", frozenset())
     for s, slo in enumerate(config.slos):
         if slo.journey not in journey_names:
             yield ("slos", s, "journey"), f"unknown journey {slo.journey!r}"
-    yield from _duplicates(("replication",), [c.cluster for c in config.replication], "cluster")
-    for c, cluster in enumerate(config.replication):
-        ends = [(("primary", "site"), cluster.primary.site)] + [
-            (("replicas", r, "site"), replica.site) for r, replica in enumerate(cluster.replicas)
-        ]
-        for where, site_name in ends:
-            if site_name not in site_names:
-                yield ("replication", c, *where), f"unknown site {site_name!r}"
     for p, peer in enumerate(config.peers):
         if peer.name == config.agent.vantage:
             yield ("peers", p, "name"), "a peer cannot have this agent's own vantage name"
@@ -285,7 +328,7 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
             f"{config.verdict.quorum} is more than the {len(config.vantages)} vantage(s) "
             "(this agent and its peers): no verdict could ever be reached",
         )
-    yield from _duplicates(("maintenance",), [m.name for m in config.maintenance], "window")
+    yield from duplicates(("maintenance",), [m.name for m in config.maintenance], "window")
     for m, window in enumerate(config.maintenance):
         for s, site_name in enumerate(window.sites):
             if site_name not in site_names:
@@ -300,28 +343,6 @@ def semantic_errors(config: Config) -> Iterator[tuple[Loc, str]]:
             ("agent", "admin_token"),
             "must differ from agent.view_token: every peer holds the view token",
         )
-    idp_names = {i.name for i in config.idps}
-    for d, name in enumerate(config.dns):
-        for answer_site in name.answers:
-            if answer_site not in site_names:
-                yield ("dns", d, "answers", answer_site), f"unknown site {answer_site!r}"
-    for j, journey in enumerate(config.journeys):
-        base: Loc = ("journeys", j)
-        for s, site_name in enumerate(journey.sites or []):
-            if site_name not in site_names:
-                yield (
-                    (*base, "sites", s),
-                    f"unknown site {site_name!r} (sites: {_names(site_names)})",
-                )
-        if journey.idp is not None and journey.idp not in idp_names:
-            yield (*base, "idp"), f"unknown idp {journey.idp!r}"
-        yield from _duplicates((*base, "steps"), [s.name for s in journey.steps], "step")
-        known = set(BUILTIN_VARIABLES) | set(journey.variables)
-        for s, step in enumerate(journey.steps):
-            yield from _template_errors((*base, "steps", s), step, known, "no earlier step")
-            known |= set(step.extract)
-        for s, step in enumerate(journey.cleanup):
-            yield from _template_errors((*base, "cleanup", s), step, known, "no step")
 
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -335,28 +356,3 @@ def _header_errors(loc: Loc, name: object, value: object) -> Iterator[tuple[Loc,
     text = value.get_secret_value() if isinstance(value, SecretStr) else value
     if isinstance(text, str) and any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in text):
         yield loc, "the value contains a control character (CR, LF, NUL...): not allowed"
-
-
-def _template_errors(loc: Loc, step: Step, known: set[str], who: str) -> Iterator[tuple[Loc, str]]:
-    fields: dict[str, Any] = {
-        "path": step.path,
-        "query": step.query,
-        "json": step.body,
-        "headers": {k: v.get_secret_value() for k, v in step.headers.items()},
-    }
-    for key, value in fields.items():
-        for bad in malformed_placeholders(value):
-            yield (*loc, key), f"invalid template {{{{{bad}}}}}: only {{{{variable}}}} is allowed"
-        for name in sorted(variables_in(value) - known):
-            yield (*loc, key), f"template uses {{{{{name}}}}}, which {who} extracts"
-
-
-def _duplicates(loc: Loc, names: list[str], what: str) -> Iterator[tuple[Loc, str]]:
-    for name, count in Counter(names).items():
-        if count > 1:
-            index = len(names) - 1 - names[::-1].index(name)
-            yield (*loc, index, "name"), f"duplicate {what} name {name!r}"
-
-
-def _names(names: set[str]) -> str:
-    return ", ".join(sorted(names)) or "none"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from failsight.agent.config import Config
+from failsight.agent.config import plan as plan_checks
 from failsight.agent.runtime import probe_context
 from failsight.agent.scheduler import run_check
 from failsight.core.http import new_session
 from failsight.core.results import Result
-from failsight.probes import registry
 
 
 async def run_once(config: Config, only: str | None = None) -> list[Result]:
-    checks = [c for c in registry.plan(config) if only is None or only in (c.name, c.target)]
+    checks = [c for c in plan_checks(config) if only is None or only in (c.name, c.target)]
     semaphore = asyncio.Semaphore(config.agent.concurrency)
     async with new_session(keepalive=config.agent.keepalive) as http:
         ctx = probe_context(config, http)

@@ -108,21 +108,24 @@ class PrometheusSink(Collector):
         for (name, labels), hist in self._histograms.items():
             histograms.setdefault(name, []).append((labels, hist))
 
+        # Every family of the catalogue (the agent's and every kind's) is described from the
+        # first scrape, samples or not, so a dashboard or rule finds its metric before the
+        # first run, and a family left out of a kind's `metrics` cannot go unnoticed.
         for spec in CATALOGUE.values():
             label_names = ["vantage", *spec.labels]
-            if spec.type is MetricType.GAUGE and spec.name in gauges:
+            if spec.type is MetricType.GAUGE:
                 g = GaugeMetricFamily(spec.prometheus_name, spec.help, labels=label_names)
-                for s in gauges[spec.name]:
+                for s in gauges.get(spec.name, ()):
                     g.add_metric([self.vantage, *(v for _, v in s.labels)], s.value)
                 yield g
-            elif spec.type is MetricType.COUNTER and spec.name in counters:
+            elif spec.type is MetricType.COUNTER:
                 c = CounterMetricFamily(spec.prometheus_name, spec.help, labels=label_names)
-                for labels, value in counters[spec.name]:
+                for labels, value in counters.get(spec.name, ()):
                     c.add_metric([self.vantage, *(v for _, v in labels)], value)
                 yield c
-            elif spec.type is MetricType.HISTOGRAM and spec.name in histograms:
+            else:
                 h = HistogramMetricFamily(spec.prometheus_name, spec.help, labels=label_names)
-                for labels, hist in histograms[spec.name]:
+                for labels, hist in histograms.get(spec.name, ()):
                     h.add_metric(
                         [self.vantage, *(v for _, v in labels)], hist.cumulative(), hist.total
                     )

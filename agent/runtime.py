@@ -9,13 +9,16 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from failsight.agent.api import build_app
+from failsight.agent.api import SCRAPES, Scrapes, build_app
 from failsight.agent.config import Config, SiteConfig, load_config
+from failsight.agent.config import plan as plan_checks
 from failsight.agent.control import (
     Action,
     ActionKind,
@@ -31,6 +34,7 @@ from failsight.agent.prometheus import PrometheusSink
 from failsight.agent.scheduler import Scheduler
 from failsight.agent.server import GuardedSite, runner_options
 from failsight.agent.sinks import FanOut
+from failsight.agent.status import Status, build_status
 from failsight.agent.timeline import Timeline
 from failsight.agent.verdict import (
     FailbackPolicy,
@@ -48,7 +52,7 @@ from failsight.core.check import ProbeContext
 from failsight.core.http import new_session
 from failsight.core.results import Result
 from failsight.core.version import __version__
-from failsight.probes import registry
+from failsight.probes import idp
 from failsight.probes.idp import TokenCache
 from failsight.probes.journal import CleanupJournal, retry_pending
 
@@ -93,13 +97,17 @@ class Agent:
         self.verdicts: dict[str, SiteVerdict] = {}
         self.scheduler: Scheduler | None = None
         self.loop_lag = 0.0
-        self.scrapes = 0
+        self._scrapes: Scrapes | None = None  # the API's count of /metrics answers
         self.port: int | None = None
         self.http: aiohttp.ClientSession | None = None
-        self.peers = PeerPoller([], None, self._peer_view)
+        # The configured peers, not polled yet (no session): never heard from, so stale.
+        self.peers = PeerPoller(config.peers, None, self._peer_view, self._publish)
         self._peer_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
+        # The API serves only published snapshots: one exists, verdicts judged, from the start.
+        self.status: Status
+        self.refresh_verdicts()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,9 +118,9 @@ class Agent:
             self.scheduler = Scheduler(
                 self.probe_context(), self.fanout, concurrency=self.config.agent.concurrency
             )
-            runner = web.AppRunner(
-                build_app(self), access_log=None, handle_signals=False, **runner_options()
-            )
+            app = build_app(self)
+            self._scrapes = app[SCRAPES]
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options())
             await runner.setup()
             # Not web.TCPSite: every connection is on a clock and their number is capped, so
             # idle or half-open sockets cannot lock out /healthz (agent/server.py).
@@ -133,7 +141,7 @@ class Agent:
                 async with asyncio.TaskGroup() as tg:
                     scheduler = tg.create_task(
                         self.scheduler.run(
-                            registry.plan(self.config), grace=self.config.agent.shutdown_grace
+                            plan_checks(self.config), grace=self.config.agent.shutdown_grace
                         )
                     )
                     self._tg = tg
@@ -149,6 +157,7 @@ class Agent:
                         self.config.agent.shutdown_grace,
                     )
                     self.scheduler.stop()
+                    self._publish()  # not ready any more
                     await scheduler
                     for task in (*watchers, self._peer_task):
                         if task is not None:
@@ -197,7 +206,7 @@ class Agent:
         if self._peer_task is not None:
             self._peer_task.cancel()
         known = self.peers.states
-        self.peers = PeerPoller(self.config.peers, self.http, self._peer_view)
+        self.peers = PeerPoller(self.config.peers, self.http, self._peer_view, self._publish)
         self.peers.states.update({k: v for k, v in known.items() if k in self.peers.states})
         self._peer_task = self._tg.create_task(self.peers.run(), name="peers")
 
@@ -228,7 +237,7 @@ class Agent:
     def apply(self, new: Config) -> None:
         assert self.scheduler is not None
         old_config, self.config = self.config, new
-        checks = registry.plan(new)
+        checks = plan_checks(new)
         removed = {c.name for c in self.scheduler.checks} - {c.name for c in checks}
         if new.telemetry.otlp != old_config.telemetry.otlp:
             replaced = self._set_otlp(new)
@@ -250,25 +259,60 @@ class Agent:
         )
         self.verdicts = {k: v for k, v in self.verdicts.items() if k in self.views.views}
         self._start_peers()
+        self._publish()
 
     @property
     def ready(self) -> bool:
         return self.scheduler is not None and self.scheduler.running
 
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        return self.prometheus.registry
+
+    @property
+    def scrapes(self) -> int:
+        """How many times the API has served /metrics."""
+        return self._scrapes.count if self._scrapes is not None else 0
+
+    def _publish(self) -> None:
+        """Publish a new status snapshot (agent/status.py): after every change the API shows."""
+        self.status = build_status(
+            self.config,
+            ready=self.ready and not self._stopping.is_set(),
+            view=self.local_view(),
+            verdicts=self.verdicts,
+            results=self.views.latest,
+            peers=self.peers.states,
+            timeline=self.timeline,
+        )
+
     # -- views and verdicts ------------------------------------------------------------------
 
     def local_view(self) -> VantageView:
+        """This vantage's view, as /v1/view serves it."""
         return VantageView(
             vantage=self.config.agent.vantage,
             generated_at=time.time(),
-            sites={
-                site: SiteOpinion(
-                    v.state, v.since, v.evidence, v.last_run_at, v.flapping, v.episode_since
-                )
-                for site, v in self.views.snapshot().items()
-            },
+            sites=MappingProxyType(
+                {
+                    site: SiteOpinion(
+                        v.state,
+                        v.since,
+                        v.evidence,
+                        v.last_run_at,
+                        v.flapping,
+                        v.episode_since,
+                        failures=v.failures,
+                        successes=v.successes,
+                    )
+                    for site, v in self.views.snapshot().items()
+                }
+            ),
             every_site_failing=self.views.every_site_failing,
             self_check=self.views.self_check_ok,
+            impaired=self.impaired,
+            control_clock=self.control.clock,
+            actions=tuple(self.control.actions()),
         )
 
     @property
@@ -319,6 +363,7 @@ class Agent:
             for site, v in verdicts.items()
         }
         self.timeline.observe(now, self.verdicts, self.control.history)
+        self._publish()
         return self.verdicts
 
     def control_action(
@@ -532,5 +577,6 @@ def probe_context(
 ) -> ProbeContext:
     """What every check run shares: the HTTP session, the IdP token cache and the cleanup
     journal."""
-    tokens = TokenCache({i.name: i for i in config.idps}, http) if config.idps else None
+    idps = config.section(idp.KIND)
+    tokens = TokenCache({i.name: i for i in idps}, http) if idps else None
     return ProbeContext(vantage=config.agent.vantage, http=http, tokens=tokens, journal=journal)

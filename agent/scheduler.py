@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from failsight.agent.sinks import Sink
-from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext
 from failsight.core.redact import redact_result
-from failsight.core.results import Reason, Result
+from failsight.core.results import Result
 
 log = logging.getLogger(__name__)
 
@@ -210,30 +210,7 @@ def _forget(
 
 
 async def run_check(check: Check, ctx: ProbeContext) -> Result:
-    """One run with the scheduler's guarantees: a hard time limit, no exception escaping, and
-    no secret the process holds in its text (a target may echo our headers back)."""
-    return redact_result(await _run_check(check, ctx))
-
-
-async def _run_check(check: Check, ctx: ProbeContext) -> Result:
-    started_at = wall_now()
-    start = time.monotonic()
-    try:
-        async with asyncio.timeout(check.timeout):
-            return await check.run(ctx)
-    except TimeoutError:
-        return check.failed(
-            Reason.TIMEOUT,
-            f"run exceeded its {check.timeout:g}s limit",
-            started_at=started_at,
-            duration=time.monotonic() - start,
-            run_id=new_run_id(),
-        )
-    except Exception as exc:  # a bug in a probe: report it, keep the agent running
-        log.exception("check %s raised; reported as reason=internal", check.name)
-        return check.failed(
-            Reason.INTERNAL,
-            f"internal error: {type(exc).__name__}: {exc}",
-            started_at=started_at,
-            duration=time.monotonic() - start,
-        )
+    """One run with its guarantees: a hard time limit and no exception escaping (the check's
+    template method, `Check.run`), and no secret the process holds in its text (a target may
+    echo our headers back)."""
+    return redact_result(await check.run(ctx))

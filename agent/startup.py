@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from failsight.agent.config import Config
+from failsight.probes import journey
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def startup_problem(config: Config) -> str | None:
         except OSError as exc:
             reason = (exc.strerror or str(exc)).lower()
             return f"agent.state_dir {state_dir} is not a writable directory: {reason}"
-    elif any(j.cleanup for j in config.journeys):
+    elif any(j.cleanup for j in config.section(journey.KIND)):
         log.warning(
             "agent.state_dir is not set: journeys with cleanup steps cannot record what they "
             "create, so a crash mid-journey leaves its synthetic data behind (set "

@@ -6,10 +6,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from failsight.core.results import Reason, Result
-
-# The vantage self-check's results (probes/selfcheck.py) feed the impairment judgement.
-SELF_CHECK_KIND = "self_check"
+from failsight.core.results import DependsOn, Result, VantageReach
 
 
 class SiteState(enum.StrEnum):
@@ -137,18 +134,19 @@ class ViewTracker:
         if result.skipped:
             return
         self.latest[result.check] = result
-        if result.kind == SELF_CHECK_KIND:
+        if _reaches(result):
             self.self_check_ok = result.ok
             return
-        if result.kind != "journey" or not result.critical or result.site not in self.views:
+        # Critical runs (journeys marked critical) are the votes on a site's health.
+        if not result.critical or result.site not in self.views:
             return
         blamed = self.blame_dependency(result)
-        idp = result.facts.get("idp")
-        auth_refused = blamed is None and result.reason is Reason.AUTH and isinstance(idp, str)
-        if auth_refused and self.on_recheck is not None:
-            # Refused at auth while the IdP check last passed: ask the IdP again now, so the
-            # next run knows whose fault it is before this site's failures add up to `down`.
-            self.on_recheck(f"idp/{idp}")
+        if blamed is None and self.on_recheck is not None:
+            for dependency in _explaining(result):
+                # Refused (at auth) while the dependency (the IdP) last passed: ask it again
+                # now, so the next run knows whose fault it is before this site's failures
+                # add up to `down`.
+                self.on_recheck(dependency.check)
         view = self.views[result.site]
         if blamed is not None:
             # The site may be fine: a shared dependency fails. Failing over would not help, so
@@ -188,7 +186,7 @@ class ViewTracker:
         self.hysteresis = h
         self.views = {s: self.views.get(s, SiteView()) for s in sites}
         self.latest = {c: r for c, r in self.latest.items() if c in checks}
-        if not any(r.kind == SELF_CHECK_KIND for r in self.latest.values()):
+        if not any(_reaches(r) for r in self.latest.values()):
             self.self_check_ok = None
 
     @property
@@ -210,17 +208,28 @@ class ViewTracker:
         return dict(self.views)
 
     def blame_dependency(self, result: Result) -> str | None:
-        """Evidence naming the IdP when a journey failed at auth while its IdP check fails."""
-        idp = result.facts.get("idp")
-        if result.ok or result.reason is not Reason.AUTH or not isinstance(idp, str):
-            return None
-        idp_result = self.latest.get(f"idp/{idp}")
-        if idp_result is None or idp_result.ok:
-            return None
-        return (
-            f"IdP {idp} is failing [{idp_result.reason}]: {idp_result.message}; journey "
-            f"{result.target} cannot authenticate (a dependency fault, not the site)"
-        )
+        """Evidence naming the dependency (a journey's IdP) when a run failed in the way that
+        dependency explains (at auth) while the dependency's own check fails."""
+        for dependency in _explaining(result):
+            latest = self.latest.get(dependency.check)
+            if latest is not None and not latest.ok:
+                return (
+                    f"{dependency.label} is failing [{latest.reason}]: {latest.message}; "
+                    f"{dependency.effect} (a dependency fault, not the site)"
+                )
+        return None
+
+
+def _reaches(result: Result) -> bool:
+    """A self-check result: it says whether this vantage reaches the outside world."""
+    return any(isinstance(e, VantageReach) for e in result.evidence)
+
+
+def _explaining(result: Result) -> list[DependsOn]:
+    """The dependencies a failed run relied on whose failure explains its reason."""
+    if result.ok:
+        return []
+    return [e for e in result.evidence if isinstance(e, DependsOn) and e.via is result.reason]
 
 
 def describe_failure(result: Result) -> str:

@@ -11,9 +11,8 @@ from typing import Any
 
 import yaml
 
+from failsight.core.kind import Loc
 from failsight.core.redact import Redactor
-
-Loc = tuple[str | int, ...]
 
 _REFERENCE = re.compile(r"\$\{(env|file):([^}]*)\}")
 

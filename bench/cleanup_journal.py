@@ -18,13 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from failsight.agent.config import Config
+from failsight.agent.config import Config, plan
 from failsight.agent.demo.simulator import Platform
 from failsight.agent.scheduler import run_check
 from failsight.core.check import ProbeContext
 from failsight.core.http import new_session
 from failsight.probes.journal import CleanupJournal
-from failsight.probes.journey import JourneyCheck, plan
+from failsight.probes.journey import JourneyCheck
 
 DEMO = Path(__file__).resolve().parent.parent / "agent" / "demo" / "config.yaml"
 

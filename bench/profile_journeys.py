@@ -293,7 +293,6 @@ def _patch_fast_ids() -> None:
     base.new_trace_id = lambda: f"{rng.getrandbits(128):032x}"
     import failsight.probes.journey as journey
 
-    journey.new_run_id = base.new_run_id
     journey.new_span_id = base.new_span_id
     journey.new_trace_id = base.new_trace_id
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Literal
 
 import dns.asyncquery
 import dns.exception
@@ -17,17 +16,25 @@ import dns.rcode
 import dns.rdatatype
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext, Run
 from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Timeout
-from failsight.core.redact import excerpt
-from failsight.core.results import Measurement, Reason, Result
+from failsight.core.kind import Env, Kind, Loc
+from failsight.core.redact import excerpt, redact
+from failsight.core.results import Measurement, Reason, Remark, Result
+from failsight.core.telemetry import MetricSpec, MetricType
 
-if TYPE_CHECKING:
-    from failsight.agent.config import Config
-
-# Room the scheduler's hard limit leaves above the probe's own timeout, so a slow resolver ends
-# as this probe's `timeout` result with facts rather than as a cancelled run.
-_SCHEDULER_MARGIN = 1.0
+DNS_ANSWER_MATCH = MetricSpec(
+    "dns_answer_match",
+    MetricType.GAUGE,
+    "1 if the answers match what is expected now.",
+    ("name", "resolver"),
+)
+DNS_RESOLVED_SITE = MetricSpec(
+    "dns_resolved_site",
+    MetricType.GAUGE,
+    "The site the name resolves to (value 1).",
+    ("name", "resolver", "site"),
+)
 # A resolver may answer with thousands of records (over TCP): facts and messages list this many.
 MAX_ANSWERS_SHOWN = 20
 
@@ -165,7 +172,9 @@ class DnsCheck(Check):
             name=f"dns/{cfg.name}/{resolver.name}",
             target=cfg.name,
             interval=cfg.interval,
-            timeout=cfg.timeout + _SCHEDULER_MARGIN,
+            # The probe bounds itself with cfg.timeout, so a slow resolver ends as this probe's
+            # `timeout` result with facts rather than as a cut-off run.
+            budget=cfg.timeout,
             site=None,
         )
         self.cfg = cfg
@@ -180,10 +189,7 @@ class DnsCheck(Check):
             query.flags &= ~dns.flags.RD
         return query
 
-    async def run(self, ctx: ProbeContext) -> Result:
-        run_id = new_run_id()
-        started_at = wall_now()
-        start = time.monotonic()
+    async def probe(self, ctx: ProbeContext, run: Run) -> Result:
         facts: dict[str, object] = {
             "name": self.cfg.name,
             "resolver": self.resolver.name,
@@ -199,11 +205,12 @@ class DnsCheck(Check):
         where = f"{self.resolver.name} ({self.resolver.address}#{self.resolver.port})"
         try:
             # A fresh query to the resolver itself every run: nothing is cached between runs.
-            async with asyncio.timeout(self.cfg.timeout):
+            remaining = run.remaining()
+            async with asyncio.timeout(remaining):
                 response, _used_tcp = await dns.asyncquery.udp_with_fallback(
                     self._query(),
                     self.resolver.address,
-                    timeout=self.cfg.timeout,
+                    timeout=remaining,
                     port=self.resolver.port,
                 )
         except (TimeoutError, dns.exception.Timeout):
@@ -230,16 +237,14 @@ class DnsCheck(Check):
                 f"{self.cfg.name}: unusable answer from {where}: {excerpt(str(exc), 200)}",
             )
         else:
-            facts["latency_seconds"] = round(time.monotonic() - start, 6)
-            return self._judge(response, run_id, started_at, start, facts, where)
-        return self._result(run_id, started_at, start, facts, *failure)
+            facts["latency_seconds"] = round(run.elapsed(), 6)
+            return self._judge(response, run, facts, where)
+        return self._result(run, facts, *failure)
 
     def _judge(
         self,
         response: dns.message.Message,
-        run_id: str,
-        started_at: float,
-        start: float,
+        run: Run,
         facts: dict[str, object],
         where: str,
     ) -> Result:
@@ -247,9 +252,7 @@ class DnsCheck(Check):
         facts["rcode"] = rcode
         if response.rcode() != dns.rcode.NOERROR:
             return self._result(
-                run_id,
-                started_at,
-                start,
+                run,
                 facts,
                 Reason.DNS,
                 f"{self.cfg.name}: {rcode} from {where}",
@@ -266,9 +269,7 @@ class DnsCheck(Check):
         facts["warnings"] = warnings
         if not answers:
             return self._result(
-                run_id,
-                started_at,
-                start,
+                run,
                 facts,
                 Reason.DNS,
                 f"{self.cfg.name}: no {self.cfg.record_type} records from {where} "
@@ -279,9 +280,7 @@ class DnsCheck(Check):
         facts["resolved_sites"] = sites
         if not sites:
             return self._result(
-                run_id,
-                started_at,
-                start,
+                run,
                 facts,
                 Reason.ASSERTION,
                 f"{self.cfg.name} resolves to {_listed(answers)}, which is no configured site",
@@ -289,22 +288,18 @@ class DnsCheck(Check):
             )
         if self.expect_site is not None and sites != [self.expect_site]:
             return self._result(
-                run_id,
-                started_at,
-                start,
+                run,
                 facts,
                 Reason.ASSERTION,
                 f"{self.cfg.name} resolves to {', '.join(sites)}, expected {self.expect_site}",
                 sites=sites,
             )
         facts["match"] = True
-        return self._result(run_id, started_at, start, facts, None, "", sites=sites)
+        return self._result(run, facts, None, "", sites=sites)
 
     def _result(
         self,
-        run_id: str,
-        started_at: float,
-        start: float,
+        run: Run,
         facts: dict[str, object],
         reason: Reason | None,
         message: str,
@@ -313,19 +308,32 @@ class DnsCheck(Check):
     ) -> Result:
         labels = {"name": self.cfg.name, "resolver": self.resolver.name}
         measurements = [
-            Measurement("dns_answer_match", labels, 1.0 if reason is None else 0.0),
-            *(Measurement("dns_resolved_site", {**labels, "site": s}, 1.0) for s in sites),
+            Measurement(DNS_ANSWER_MATCH.name, labels, 1.0 if reason is None else 0.0),
+            *(Measurement(DNS_RESOLVED_SITE.name, {**labels, "site": s}, 1.0) for s in sites),
         ]
         return self.result(
+            run,
             ok=reason is None,
             reason=reason,
             message=message,
-            started_at=started_at,
-            duration=time.monotonic() - start,
-            run_id=run_id,
             measurements=tuple(measurements),
             facts=facts,
+            evidence=(*self.standing_evidence, *self._remarks(reason is None, message, sites)),
         )
+
+    def _remarks(self, ok: bool, message: str, sites: Sequence[str]) -> Iterator[Remark]:
+        """For each site's verdict: where the name points, or that it does not point at the
+        site it should."""
+        resolver = self.resolver.name
+        for site in sites:
+            yield Remark(site, f"DNS: {self.cfg.name} resolves to {site} (resolver {resolver})")
+        if not ok and self.expect_site is not None and self.expect_site not in sites:
+            # The message as the API shows it: with every secret the process holds redacted.
+            yield Remark(
+                self.expect_site,
+                f"DNS: {self.cfg.name} should resolve to {self.expect_site} but "
+                f"{redact(message) or 'does not'} (resolver {resolver})",
+            )
 
 
 def _answers(
@@ -361,14 +369,35 @@ def _listed(answers: Sequence[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-def plan(config: Config) -> list[Check]:
+def plan(section: Sequence[DnsConfig], env: Env) -> list[Check]:
     """One check per name and resolver. A name with no `expect_site` should point at the
     primary site, when the answers say which addresses that is."""
-    primaries = [s.name for s in config.sites if s.role == "primary"]
+    primaries = [s.name for s in env.sites if s.role == "primary"]
     checks: list[Check] = []
-    for name in config.dns:
+    for name in section:
         expect = name.expect_site
         if expect is None:
             expect = next((p for p in primaries if p in name.answers), None)
         checks.extend(DnsCheck(name, resolver, expect_site=expect) for resolver in name.resolvers)
     return checks
+
+
+def check_config(section: Sequence[DnsConfig], env: Env) -> Iterator[tuple[Loc, str]]:
+    """Every site an `answers` key names must be configured."""
+    for index, name in enumerate(section):
+        for site in name.answers:
+            if site not in env.site_names:
+                yield (index, "answers", site), f"unknown site {site!r}"
+
+
+KIND = Kind(
+    name=DnsCheck.kind,
+    key="dns",
+    model=DnsConfig,
+    plan=plan,
+    summary="where a global DNS name points, per resolver: the site it should",
+    metrics=(DNS_ANSWER_MATCH, DNS_RESOLVED_SITE),
+    naming=("dns name", lambda name: name.name),
+    check_config=check_config,
+    dependency_group="dns",
+)

@@ -12,7 +12,7 @@ import math
 import re
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -22,7 +22,7 @@ import aiohttp
 import yarl
 from pydantic import BeforeValidator, Field, field_validator
 
-from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext, Run, idp_check_name
 from failsight.core.configtypes import (
     Interval,
     Name,
@@ -32,17 +32,28 @@ from failsight.core.configtypes import (
     parse_duration,
 )
 from failsight.core.http import classify, read_bounded, ssl_context
-from failsight.core.redact import REDACTOR, basic_credentials, excerpt
-from failsight.core.results import CheckFailure, Measurement, Reason, Result
+from failsight.core.kind import Endpoint, Env, Kind
+from failsight.core.redact import REDACTOR, basic_credentials, excerpt, redact
+from failsight.core.results import CheckFailure, Measurement, Reason, Remark, Result
+from failsight.core.telemetry import MetricSpec, MetricType
 
 if TYPE_CHECKING:
     # joserfc (and cryptography under it, ~9 MB) is imported where tokens are handled, so an
     # agent with no IdP configured never loads it.
     from joserfc.jwk import KeySet
 
-    from failsight.agent.config import Config
-
 log = logging.getLogger(__name__)
+
+IDP_UP = MetricSpec(
+    "idp_up", MetricType.GAUGE, "1 if every phase of the identity provider check passed.", ("idp",)
+)
+IDP_PHASE_DURATION = MetricSpec(
+    "idp_phase_duration_seconds",
+    MetricType.GAUGE,
+    "Duration of each IdP check phase.",
+    ("idp", "phase"),
+    "s",
+)
 
 PHASES = ("discovery", "jwks", "token", "validate")
 MAX_BODY_BYTES = 1_048_576
@@ -535,20 +546,18 @@ class IdpCheck(Check):
 
     def __init__(self, cfg: IdpConfig) -> None:
         super().__init__(
-            name=f"idp/{cfg.name}",
+            name=idp_check_name(cfg.name),
             target=cfg.name,
             interval=cfg.interval,
-            # The check bounds itself with cfg.timeout so a slow IdP still yields the phase
-            # it was stuck in; the scheduler's hard limit is only the backstop.
-            timeout=cfg.timeout + 1.0,
+            # The check bounds itself with its budget so a slow IdP still yields the phase it
+            # was stuck in; the hard limit (budget + margin) is only the backstop.
+            budget=cfg.timeout,
         )
         self.cfg = cfg
         self.tls = ssl_context(cfg.ca_file)
         register_secrets(cfg)
 
-    async def run(self, ctx: ProbeContext) -> Result:
-        started_at = wall_now()
-        start = time.monotonic()
+    async def probe(self, ctx: ProbeContext, run: Run) -> Result:
         clock = _PhaseClock()
         facts: dict[str, object] = {
             "idp": self.cfg.name,
@@ -561,7 +570,7 @@ class IdpCheck(Check):
         }
         failure: tuple[Reason, str] | None = None
         try:
-            async with asyncio.timeout(self.cfg.timeout):
+            async with asyncio.timeout(run.remaining()):
                 with clock.phase("discovery"):
                     discovery = await discover(ctx.http, self.cfg, self.tls)
                 with clock.phase("jwks"):
@@ -581,30 +590,41 @@ class IdpCheck(Check):
             failure = Reason.TIMEOUT, f"no answer within {self.cfg.timeout:g}s"
         except (aiohttp.ClientError, OSError) as exc:
             failure = classify(exc)
-        duration = time.monotonic() - start
+        duration = run.elapsed()
 
         facts["phases"] = {name: round(seconds, 6) for name, seconds in clock.durations.items()}
-        measurements = [Measurement("idp_up", {"idp": self.cfg.name}, 0.0 if failure else 1.0)]
+        measurements = [Measurement(IDP_UP.name, {"idp": self.cfg.name}, 0.0 if failure else 1.0)]
         measurements.extend(
-            Measurement(
-                "idp_phase_duration_seconds", {"idp": self.cfg.name, "phase": name}, seconds
-            )
+            Measurement(IDP_PHASE_DURATION.name, {"idp": self.cfg.name, "phase": name}, seconds)
             for name, seconds in clock.durations.items()
         )
-        message = ""
         if failure is not None:
             facts["phase_failed"] = clock.current
-            message = f"{clock.current}: {failure[1]}"
+            return self.failed(
+                failure[0],
+                f"{clock.current}: {failure[1]}",
+                run,
+                duration=duration,
+                measurements=tuple(measurements),
+                facts=facts,
+            )
         return self.result(
-            ok=failure is None,
-            reason=failure[0] if failure else None,
-            message=message,
-            started_at=started_at,
+            run,
+            ok=True,
+            reason=None,
+            message="",
             duration=duration,
-            run_id=new_run_id(),
             measurements=tuple(measurements),
             facts=facts,
         )
+
+    def failed(self, reason: Reason, message: str, run: Run, **fields: Any) -> Result:
+        """A failed run, the hard limit's included, tells every site's verdict that the IdP
+        is failing: journeys that authenticate through it fail for that, not the site."""
+        # The message as the API shows it: with every secret the process holds redacted.
+        remark = Remark(None, f"IdP {self.target} is failing [{reason}]: {redact(message)}")
+        fields.setdefault("evidence", (*self.standing_evidence, remark))
+        return super().failed(reason, message, run, **fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,6 +747,25 @@ class TokenCache:
         raise CheckFailure(Reason.AUTH, f"idp {cfg.name}: cannot get a token: {problem}")
 
 
-def plan(config: Config) -> list[Check]:
+def plan(section: Sequence[IdpConfig], env: Env) -> list[Check]:
     """One check per identity provider."""
-    return [IdpCheck(idp) for idp in config.idps]
+    return [IdpCheck(idp) for idp in section]
+
+
+def endpoints(section: Sequence[IdpConfig]) -> Iterator[Endpoint]:
+    """Each IdP's issuer: the TLS kind checks its certificate."""
+    for idp in section:
+        yield Endpoint(f"idp/{idp.name}", idp.issuer, idp.ca_file)
+
+
+KIND = Kind(
+    name=IdpCheck.kind,
+    key="idps",
+    model=IdpConfig,
+    plan=plan,
+    summary="an OIDC identity provider end to end: discovery, JWKS, a token, its validation",
+    metrics=(IDP_UP, IDP_PHASE_DURATION),
+    naming=("idp", lambda idp: idp.name),
+    endpoints=endpoints,
+    dependency_group="idps",
+)

@@ -11,7 +11,7 @@ process knows (a target echoing our token) is not kept either.
 
 The life of an entry:
 
-- JourneyCheck.run records it as soon as a cleanup could act: before the first step when a
+- A JourneyCheck run records it as soon as a cleanup could act: before the first step when a
   cleanup step needs only built-ins (`{{run_id}}`), else right after the step that extracted
   the first variable the cleanup uses, before the next step (earlier, a retry would have
   nothing to do: every cleanup step would be skipped as not needed). It rewrites it after each
@@ -56,7 +56,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from failsight.core.check import Check, ProbeContext
+from failsight.core.check import TIMEOUT_MARGIN, Check, ProbeContext
 from failsight.core.redact import REDACTOR
 from failsight.probes.journey import BUILTIN_VARIABLES, JourneyCheck, printable
 
@@ -484,7 +484,7 @@ async def retry_pending(
 ) -> RetryReport:
     """One pass over the cleanups owed: run each one's journey cleanup steps again.
 
-    `checks` are the configured checks (the scheduler's, or probes.registry.plan(config)): an
+    `checks` are the configured checks (the scheduler's, or the journey kind's `plan`): an
     entry's journey is found by check name, and its cleanup runs with the config in force now
     (token, IdP, site headers) and the variables the journal kept. Success removes the entry;
     failure counts an attempt, and after `max_attempts` (the run's own attempt included) the
@@ -572,7 +572,8 @@ async def _attempt(
     attempt = entry.attempts + 1
     problem = ""
     try:
-        async with asyncio.timeout(check.cfg.cleanup_timeout + 1.0):
+        # The cleanup bounds itself (cleanup_timeout); the hard limit is a margin past it.
+        async with asyncio.timeout(check.cfg.cleanup_timeout + TIMEOUT_MARGIN):
             results = await check.cleanup_for(ctx, entry.run_id, entry.variables)
     except TimeoutError:
         problem = f"no answer within {check.cfg.cleanup_timeout:g}s"

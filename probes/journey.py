@@ -9,8 +9,8 @@ import json
 import re
 import reprlib
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import aiohttp
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -19,28 +19,28 @@ from yarl import URL
 from failsight.core.check import (
     Check,
     ProbeContext,
+    Run,
     RunJournal,
-    new_run_id,
+    idp_check_name,
     new_span_id,
     new_trace_id,
-    wall_now,
 )
 from failsight.core.configtypes import Duration, Interval, Model, Name, Secret, Timeout
 from failsight.core.http import classify, public_phases, read_bounded, ssl_context
+from failsight.core.kind import Env, Kind, Loc, duplicates
 from failsight.core.redact import REDACTOR, redact
-from failsight.core.results import CheckFailure, Reason, Result, StepResult
+from failsight.core.results import CheckFailure, DependsOn, Reason, Result, StepResult
+from failsight.core.telemetry import MetricSpec, MetricType, Sample, sample
 from failsight.probes.templating import (
     JsonPath,
     MissingVariable,
     UnusableVariable,
     find,
+    malformed_placeholders,
     render,
     render_text,
     variables_in,
 )
-
-if TYPE_CHECKING:
-    from failsight.agent.config import Config
 
 SYNTHETIC_HEADER = "X-Failsight-Synthetic"
 RUN_ID_HEADER = "X-Failsight-Run-Id"
@@ -233,13 +233,25 @@ class JourneyCheck(Check):
             name=f"journey/{cfg.name}/{site}",
             target=cfg.name,
             interval=cfg.interval,
-            # The scheduler's hard limit leaves room for the cleanup, which the journey
-            # bounds itself: a run that hits the step timeout still cleans up.
-            timeout=cfg.timeout + cfg.cleanup_timeout + 1.0,
+            # The run's time covers the steps (cfg.timeout, which the journey enforces itself)
+            # and then the cleanup (cfg.cleanup_timeout, likewise): the hard limit leaves room
+            # for the cleanup, so a run that hits the step timeout still cleans up.
+            budget=cfg.timeout + cfg.cleanup_timeout,
             site=site,
             critical=cfg.critical,
         )
         self.cfg = cfg
+        if cfg.idp is not None:
+            # Every run relies on the IdP for its token: when the IdP's own check fails too,
+            # that explains this journey's `auth` failures.
+            self.standing_evidence = (
+                DependsOn(
+                    check=idp_check_name(cfg.idp),
+                    label=f"IdP {cfg.idp}",
+                    via=Reason.AUTH,
+                    effect=f"journey {cfg.name} cannot authenticate",
+                ),
+            )
         self.base_url = base_url.rstrip("/")
         self.site_headers = dict(site_headers or {})
         self.ssl = ssl_context(ca_file, tls_verify)
@@ -254,12 +266,11 @@ class JourneyCheck(Check):
         # What each cleanup step must have not to be skipped as not needed (see _Run.cleanup).
         self.cleanup_needs = [variables_in([step.path, step.body]) for step in cfg.cleanup]
 
-    async def run(self, ctx: ProbeContext) -> Result:
-        run_id = new_run_id()
+    async def probe(self, ctx: ProbeContext, run: Run) -> Result:
         trace_id = new_trace_id()
         variables: dict[str, object] = {
             **self.cfg.variables,
-            "run_id": run_id,
+            "run_id": run.id,
             "site": self.site or "",
             "tenant": next(self._tenants),
             "vantage": ctx.vantage,
@@ -268,30 +279,29 @@ class JourneyCheck(Check):
         journal = ctx.journal if self.cfg.cleanup else None
         if journal is not None and not journal.enabled:
             journal = None
-        started_at = wall_now()
-        start = time.monotonic()
-        run = _Run(self, ctx, run_id, trace_id, variables, start, journal)
+        state = _Run(self, ctx, run.id, trace_id, variables, run.start, journal)
         steps: list[StepResult] = []
         try:
-            await run.note()  # before the first step
-            steps = await run.steps(start + self.cfg.timeout)
+            await state.note()  # before the first step
+            # The steps have cfg.timeout from the start; the rest of the budget is the
+            # cleanup's.
+            steps = await state.steps(run.start + self.cfg.timeout)
         finally:
-            duration = time.monotonic() - start
+            duration = run.elapsed()  # the steps only
             cleaned = False
             try:
-                cleanup = await run.cleanup()
+                cleanup = await state.cleanup()
                 cleaned = all(c.ok for c in cleanup)
             finally:
-                if journal is not None and run.noted is not None:
-                    await journal.finish(run_id, cleaned=cleaned)
+                if journal is not None and state.noted is not None:
+                    await journal.finish(run.id, cleaned=cleaned)
         failed = next((s for s in steps if not s.ok and not s.skipped), None)
         return self.result(
+            run,
             ok=failed is None,
             reason=failed.reason if failed else None,
             message=f"step {failed.name}: {failed.message}" if failed else "",
-            started_at=started_at,
             duration=duration,
-            run_id=run_id,
             trace_id=trace_id,
             span_id=new_span_id(),
             steps=tuple(steps),
@@ -858,8 +868,11 @@ def _assert_header(check: HeaderAssertion, headers: Mapping[str, str]) -> None:
         )
 
 
-def plan(config: Config) -> list[Check]:
-    """One check per journey and site it runs against."""
+# --- the kind ---------------------------------------------------------------------------------
+
+
+def plan(section: Sequence[JourneyConfig], env: Env) -> list[Check]:
+    """One check per journey and site it runs against (`sites`, by default every site)."""
     return [
         JourneyCheck(
             journey,
@@ -869,6 +882,130 @@ def plan(config: Config) -> list[Check]:
             ca_file=site.ca_file,
             tls_verify=site.tls_verify,
         )
-        for journey in config.journeys
-        for site in config.journey_sites(journey)
+        for journey in section
+        for site in env.sites
+        if journey.sites is None or site.name in journey.sites
     ]
+
+
+def check_config(section: Sequence[JourneyConfig], env: Env) -> Iterator[tuple[Loc, str]]:
+    """References to sites and IdPs, unique step names, and every template's variables
+    defined before use (built-ins, the journey's `variables`, what an earlier step extracts)."""
+    site_names = env.site_names
+    idp_names = env.names.get("idps", frozenset())
+    for j, journey in enumerate(section):
+        for s, site_name in enumerate(journey.sites or []):
+            if site_name not in site_names:
+                yield (
+                    (j, "sites", s),
+                    f"unknown site {site_name!r} (sites: {_names(site_names)})",
+                )
+        if journey.idp is not None and journey.idp not in idp_names:
+            yield (j, "idp"), f"unknown idp {journey.idp!r}"
+        yield from duplicates((j, "steps"), [s.name for s in journey.steps], "step")
+        known = set(BUILTIN_VARIABLES) | set(journey.variables)
+        for s, step in enumerate(journey.steps):
+            yield from _template_errors((j, "steps", s), step, known, "no earlier step")
+            known |= set(step.extract)
+        for s, step in enumerate(journey.cleanup):
+            yield from _template_errors((j, "cleanup", s), step, known, "no step")
+
+
+def _template_errors(loc: Loc, step: Step, known: set[str], who: str) -> Iterator[tuple[Loc, str]]:
+    fields: dict[str, Any] = {
+        "path": step.path,
+        "query": step.query,
+        "json": step.body,
+        "headers": {k: v.get_secret_value() for k, v in step.headers.items()},
+    }
+    for key, value in fields.items():
+        for bad in malformed_placeholders(value):
+            yield (*loc, key), f"invalid template {{{{{bad}}}}}: only {{{{variable}}}} is allowed"
+        for name in sorted(variables_in(value) - known):
+            yield (*loc, key), f"template uses {{{{{name}}}}}, which {who} extracts"
+
+
+def _names(names: frozenset[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+JOURNEY_RUNS = MetricSpec(
+    "journey_runs_total",
+    MetricType.COUNTER,
+    "Journey runs by outcome.",
+    ("site", "journey", "result"),
+)
+JOURNEY_SUCCESS = MetricSpec(
+    "journey_success",
+    MetricType.GAUGE,
+    "1 if the last run of the journey succeeded.",
+    ("site", "journey"),
+)
+JOURNEY_DURATION = MetricSpec(
+    "journey_duration_seconds",
+    MetricType.HISTOGRAM,
+    "Journey run duration, steps only.",
+    ("site", "journey"),
+    "s",
+)
+STEP_DURATION = MetricSpec(
+    "step_duration_seconds",
+    MetricType.HISTOGRAM,
+    "Journey step duration (polls included).",
+    ("site", "journey", "step"),
+    "s",
+)
+STEP_FAILURES = MetricSpec(
+    "step_failures_total",
+    MetricType.COUNTER,
+    "Journey step failures by reason.",
+    ("site", "journey", "step", "reason"),
+)
+
+
+def gauges(result: Result) -> Iterator[Sample]:
+    """Whether the journey's last run at its site succeeded."""
+    if result.kind != JourneyCheck.kind or result.site is None:
+        return
+    yield sample(
+        JOURNEY_SUCCESS, 1.0 if result.ok else 0.0, site=result.site, journey=result.target
+    )
+
+
+def increments(result: Result) -> Iterator[Sample]:
+    """The run by outcome and its duration (steps only), and each step that ran: its duration
+    and, failed, its reason."""
+    if result.kind != JourneyCheck.kind or result.site is None:
+        return
+    site, journey = result.site, result.target
+    yield sample(
+        JOURNEY_RUNS, 1.0, site=site, journey=journey, result="success" if result.ok else "failure"
+    )
+    yield sample(JOURNEY_DURATION, result.duration, site=site, journey=journey)
+    for step in result.steps:
+        if step.skipped:
+            continue
+        yield sample(STEP_DURATION, step.duration, site=site, journey=journey, step=step.name)
+        if not step.ok and step.reason is not None:
+            yield sample(
+                STEP_FAILURES,
+                1.0,
+                site=site,
+                journey=journey,
+                step=step.name,
+                reason=step.reason.value,
+            )
+
+
+KIND = Kind(
+    name=JourneyCheck.kind,
+    key="journeys",
+    model=JourneyConfig,
+    plan=plan,
+    summary="business journeys: ordered HTTP steps with assertions at each site, then cleanup",
+    metrics=(JOURNEY_RUNS, JOURNEY_SUCCESS, JOURNEY_DURATION, STEP_DURATION, STEP_FAILURES),
+    naming=("journey", lambda journey: journey.name),
+    check_config=check_config,
+    gauges=gauges,
+    increments=increments,
+)

@@ -1,26 +1,18 @@
-"""The one list of check kinds: each entry turns the config into that kind's checks."""
+"""The one list of check kinds. Adding a kind is its module and one line here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-from failsight.core.check import Check
-from failsight.probes import dns, idp, journey, replication, selfcheck, tls
+from failsight.core.kind import Kind
+from failsight.probes import dns, idp, journey, replication, selfcheck, tcp, tls
 
-if TYPE_CHECKING:
-    from failsight.agent.config import Config
-
-PLANNERS: tuple[Callable[[Config], list[Check]], ...] = (
-    journey.plan,
-    replication.plan,
-    idp.plan,
-    dns.plan,
-    tls.plan,
-    selfcheck.plan,
+KINDS: tuple[Kind[Any], ...] = (
+    journey.KIND,
+    replication.KIND,
+    idp.KIND,
+    dns.KIND,
+    tls.KIND,
+    selfcheck.KIND,
+    tcp.KIND,
 )
-
-
-def plan(config: Config) -> list[Check]:
-    """Every check the config asks for, each name unique."""
-    return [check for planner in PLANNERS for check in planner(config)]

@@ -8,21 +8,17 @@ path out of this vantage works, which is all the check is for.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import aiohttp
 from pydantic import field_validator
 
-from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext, Run
 from failsight.core.configtypes import Interval, Scheduled, Timeout
 from failsight.core.http import classify, ssl_context
+from failsight.core.kind import Env, Kind
+from failsight.core.results import Result, VantageReach
 
-if TYPE_CHECKING:
-    from failsight.agent.config import Config
-    from failsight.core.results import Result
-
-KIND = "self_check"  # agent.view.SELF_CHECK_KIND: its results settle this vantage's impairment
 MAX_MESSAGE_CHARS = 300
 
 
@@ -43,43 +39,33 @@ class SelfCheckConfig(Scheduled):
 
 
 class SelfCheck(Check):
-    kind = KIND
+    kind = "self_check"
+    # Whatever a run ends in, it says whether this vantage reaches out: impairment's input.
+    standing_evidence = (VantageReach(),)
 
     def __init__(self, config: SelfCheckConfig) -> None:
         super().__init__(
-            name=f"{KIND}/vantage",
+            name=f"{self.kind}/vantage",
             target=config.url,
             interval=config.interval,
-            timeout=config.timeout,
+            budget=config.timeout,
+            margin=0.0,  # aiohttp's total timeout below is the budget
         )
         self.config = config
 
-    async def run(self, ctx: ProbeContext) -> Result:
-        started_at, start, run_id = wall_now(), time.monotonic(), new_run_id()
+    async def probe(self, ctx: ProbeContext, run: Run) -> Result:
         try:
             async with ctx.http.get(
                 self.config.url,
                 ssl=ssl_context(self.config.ca_file),
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=aiohttp.ClientTimeout(total=self.budget),
             ) as response:
                 status = response.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason, message = classify(exc)
-            return self.failed(
-                reason,
-                _one_line(message),
-                started_at=started_at,
-                duration=time.monotonic() - start,
-                run_id=run_id,
-            )
-        return self.result(
-            ok=True,
-            started_at=started_at,
-            duration=time.monotonic() - start,
-            run_id=run_id,
-            message=f"HTTP {status}",
-        )
+            return self.failed(reason, _one_line(message), run)
+        return self.result(run, ok=True, message=f"HTTP {status}")
 
 
 def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -88,6 +74,14 @@ def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return flat[:limit] + "..." if len(flat) > limit else flat
 
 
-def plan(config: Config) -> list[Check]:
-    self_check = config.agent.self_check
-    return [SelfCheck(self_check)] if self_check is not None else []
+def plan(section: Sequence[SelfCheckConfig], env: Env) -> list[Check]:
+    return [SelfCheck(config) for config in section]
+
+
+KIND = Kind(
+    name=SelfCheck.kind,
+    key="agent.self_check",
+    model=SelfCheckConfig,
+    plan=plan,
+    summary="this vantage's own reach to an endpoint outside the sites (impairment)",
+)

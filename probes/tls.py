@@ -8,26 +8,30 @@ import datetime
 import ipaddress
 import socket
 import ssl
-import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field
 
-from failsight.core.check import Check, ProbeContext, new_run_id, wall_now
+from failsight.core.check import Check, ProbeContext, Run, wall_now
 from failsight.core.configtypes import Duration, Interval, Name, Scheduled, Timeout
+from failsight.core.kind import Env, Kind
 from failsight.core.results import CheckFailure, Measurement, Reason, Result
+from failsight.core.telemetry import MetricSpec, MetricType
 
 if TYPE_CHECKING:
     # cryptography (~8 MB) is imported where certificates are parsed, so an agent with no
     # TLS check configured never loads it.
     from cryptography import x509
 
-    from failsight.agent.config import Config
-
-# Room the scheduler's hard limit leaves above the probe's own deadline (which covers every
-# handshake of a run), so a hung endpoint ends as this probe's `timeout` result.
-_SCHEDULER_MARGIN = 1.0
+TLS_CERT_NOT_AFTER = MetricSpec(
+    "tls_cert_not_after_timestamp_seconds",
+    MetricType.GAUGE,
+    "Earliest notAfter in the served certificate chain.",
+    ("target",),
+    "s",
+)
 # How long a polite close (TLS close_notify) may take before the connection is just dropped.
 _CLOSE_TIMEOUT = 1.0
 _DAY = 86400.0
@@ -130,7 +134,9 @@ class TlsCheck(Check):
             name=f"tls/{cfg.name}",
             target=cfg.name,
             interval=cfg.interval,
-            timeout=cfg.timeout + _SCHEDULER_MARGIN,
+            # The run's deadline covers every handshake of a run, so a hung endpoint ends as
+            # this probe's `timeout` result before the hard limit.
+            budget=cfg.timeout,
             site=None,
         )
         self.cfg = cfg
@@ -144,11 +150,10 @@ class TlsCheck(Check):
     def _where(self) -> str:
         return f"{self.cfg.host}:{self.cfg.port}"
 
-    async def run(self, ctx: ProbeContext) -> Result:
-        run_id = new_run_id()
-        started_at = wall_now()
-        start = time.monotonic()
-        deadline = asyncio.get_running_loop().time() + self.cfg.timeout
+    async def probe(self, ctx: ProbeContext, run: Run) -> Result:
+        # The run's deadline on the loop's clock (asyncio.timeout_at's), which an installed
+        # loop (uvloop) may keep apart from time.monotonic.
+        deadline = asyncio.get_running_loop().time() + run.remaining()
         facts: dict[str, object] = {
             "target": self.cfg.name,
             "host": self.cfg.host,
@@ -172,7 +177,7 @@ class TlsCheck(Check):
         except CheckFailure as exc:
             facts["error"] = exc.message
             facts["error_kind"] = "handshake" if exc.reason is Reason.TLS else exc.reason.value
-            return self._result(run_id, started_at, start, facts, exc.reason, exc.message, None)
+            return self._result(run, facts, exc.reason, exc.message, None)
         except ssl.SSLCertVerificationError as exc:
             failure = _VerifyFailure(exc, self.server_name)
             served = await self._after_failure(failure, deadline, facts)
@@ -210,8 +215,8 @@ class TlsCheck(Check):
                 ]
         if failure is not None:
             message = f"{self._where}: {facts['error']}"
-            return self._result(run_id, started_at, start, facts, Reason.TLS, message, not_after)
-        return self._result(run_id, started_at, start, facts, None, "", not_after)
+            return self._result(run, facts, Reason.TLS, message, not_after)
+        return self._result(run, facts, None, "", not_after)
 
     async def _after_failure(
         self, failure: _VerifyFailure, deadline: float, facts: dict[str, object]
@@ -294,30 +299,22 @@ class TlsCheck(Check):
 
     def _result(
         self,
-        run_id: str,
-        started_at: float,
-        start: float,
+        run: Run,
         facts: dict[str, object],
         reason: Reason | None,
         message: str,
         not_after: float | None,
     ) -> Result:
         measurements = (
-            (
-                Measurement(
-                    "tls_cert_not_after_timestamp_seconds", {"target": self.cfg.name}, not_after
-                ),
-            )
+            (Measurement(TLS_CERT_NOT_AFTER.name, {"target": self.cfg.name}, not_after),)
             if not_after is not None
             else ()
         )
         return self.result(
+            run,
             ok=reason is None,
             reason=reason,
             message=message,
-            started_at=started_at,
-            duration=time.monotonic() - start,
-            run_id=run_id,
             measurements=measurements,
             facts=facts,
         )
@@ -435,15 +432,25 @@ def _dns_name_matches(pattern: str, host: str) -> bool:
     return bool(label) and "." not in label and suffix.count(".") >= 2
 
 
-def plan(config: Config) -> list[Check]:
-    """The configured TLS targets, plus one per https site endpoint and IdP issuer."""
-    targets = list(config.tls)
-    for site in config.sites:
-        if site.tls_verify and (
-            t := tls_targets_for_url(f"site/{site.name}", site.base_url, site.ca_file)
+def plan(section: Sequence[TlsConfig], env: Env) -> list[Check]:
+    """The configured TLS targets, plus one per https endpoint the config points at (the
+    sites', when they verify TLS, then the IdPs' issuers...)."""
+    targets = list(section)
+    for endpoint in env.endpoints:
+        if endpoint.verify and (
+            t := tls_targets_for_url(endpoint.name, endpoint.url, endpoint.ca_file)
         ):
             targets.append(t)
-    for idp in config.idps:
-        if t := tls_targets_for_url(f"idp/{idp.name}", idp.issuer, idp.ca_file):
-            targets.append(t)
     return [TlsCheck(t) for t in targets]
+
+
+KIND = Kind(
+    name=TlsCheck.kind,
+    key="tls",
+    model=TlsConfig,
+    plan=plan,
+    summary="the certificate an endpoint serves: trusted, for its name, and not expiring",
+    metrics=(TLS_CERT_NOT_AFTER,),
+    naming=("tls target", lambda target: target.name),
+    dependency_group="tls",
+)

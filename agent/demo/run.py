@@ -15,6 +15,7 @@ from failsight.agent.config import Config, load_config
 from failsight.agent.demo import postgres
 from failsight.agent.demo.simulator import Fault, Platform
 from failsight.agent.runtime import Agent
+from failsight.probes import replication
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ async def run_demo(*, scenario: str = "steady", duration: float | None = None) -
 async def _start_databases(config: Config, stack: contextlib.ExitStack) -> Config:
     """A real primary and streaming replica on the demo config's ports, if PostgreSQL is
     installed; otherwise the demo goes on without replication checks."""
-    if not config.replication:
+    clusters = config.section(replication.KIND)
+    if not clusters:
         return config
     if not postgres.available():
         print(
@@ -72,7 +74,7 @@ async def _start_databases(config: Config, stack: contextlib.ExitStack) -> Confi
             "checks are off (apt-get install postgresql-15 to see them)"
         )
         return config.model_copy(update={"replication": []})
-    cluster = config.replication[0]
+    cluster = clusters[0]
     ports = tuple(
         urlsplit(e.dsn.get_secret_value()).port or 5432
         for e in (cluster.primary, cluster.replicas[0])

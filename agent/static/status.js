@@ -13,7 +13,9 @@
   const ACTION_KINDS = ["latch", "failback", "hold", "lift"];
   // Verdicts that mean "traffic must be (or stay) away from this site": the outage banner.
   const OUTAGE = ["failover_recommended", "failed_over"];
-  const DEPENDENCY_KINDS = [["idps", "Identity providers"], ["dns", "DNS"], ["tls", "TLS"]];
+  // Titles of the dependency groups the agent lists (each kind names its own group); a group
+  // this page does not know yet is shown under its key.
+  const DEPENDENCY_TITLES = { idps: "Identity providers", dns: "DNS", tls: "TLS", tcp: "TCP" };
   // The latest answer of each endpoint, kept when a later fetch fails (shown as stale).
   const data = { verdict: null, results: null, timeline: null };
   // Agent clock minus browser clock, so "N s ago" is right even when the two disagree.
@@ -265,7 +267,7 @@
       el("td", {}, step.message || ""));
   }
 
-  function renderResults(results) {
+  function renderResults(results, dependencies) {
     const all = Object.values(results || {});
     const journeys = all.filter((r) => r.kind === "journey");
     const cards = journeys.map((r) =>
@@ -296,11 +298,14 @@
     });
     $("replication").replaceChildren(blocks.length ? el("div", { class: "cards" }, blocks)
       : empty("No replication check configured, or none has run yet."));
-    return all.filter((r) => !["journey", "replication", "idp", "dns", "tls"].includes(r.kind));
+    // Whatever is neither a journey, a replication check nor listed as a dependency.
+    const listed = new Set(Object.values(dependencies || {}).flat().map((d) => d.check));
+    return all.filter((r) => !["journey", "replication"].includes(r.kind) && !listed.has(r.check));
   }
 
   function renderDependencies(dependencies) {
-    const parts = DEPENDENCY_KINDS.map(([key, title]) => {
+    const groups = Object.keys(dependencies || {}).map((key) => [key, DEPENDENCY_TITLES[key] || key]);
+    const parts = groups.map(([key, title]) => {
       const list = (dependencies && dependencies[key]) || [];
       return el("div", { class: "dependency", "data-kind": key },
         el("h3", {}, title),
@@ -544,7 +549,7 @@
     renderMatrix(verdict);
     maybeRenderTimeline(verdict, data.timeline);
     renderSites(verdict);
-    const others = data.results ? renderResults(data.results) : [];
+    const others = data.results ? renderResults(data.results, verdict.dependencies) : [];
     renderDependencies(verdict.dependencies);
     renderPeers(verdict, others);
     const worst = Object.entries(verdict.sites || {})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -11,7 +13,13 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from failsight.core.results import Reason, Result
+from failsight.core.results import Evidence, Reason, Result
+
+log = logging.getLogger(__name__)
+
+# What a check's hard limit adds to its own time budget: the probe reports its own classified
+# timeout (which step, which phase) before the hard limit cuts it off with a bare one.
+TIMEOUT_MARGIN = 1.0
 
 
 class TokenSource(Protocol):
@@ -71,16 +79,41 @@ class ProbeContext:
     journal: RunJournal | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One run in progress: its id and clocks, set by `Check.run` before the probe starts."""
+
+    id: str
+    started_at: float  # wall clock, seconds since the epoch
+    start: float  # time.monotonic() at the start
+    deadline: float  # time.monotonic() by which the probe's own budget is spent
+
+    @classmethod
+    def begin(cls, budget: float) -> Run:
+        start = time.monotonic()
+        return cls(id=new_run_id(), started_at=wall_now(), start=start, deadline=start + budget)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
 class Check(abc.ABC):
     """One scheduled probe of one configured object (a journey at one site, a cluster, ...).
 
-    A check owns whatever it keeps between runs (pools, caches) and frees it in `close()`. The
-    scheduler does the shared work: cadence, no-overlap, the run timeout, turning a bug into a
-    `reason="internal"` result; `run` holds only the probe's own logic and must turn every
-    failure of the target into a failed Result, never an exception.
+    `run` is a template method: it gives the run its id and clocks, enforces the hard time
+    limit (the probe's `budget` plus a margin) and turns a bug into a `reason="internal"`
+    result; `probe` holds only the kind's own logic and must turn every failure of the target
+    into a failed Result, never an exception. A check owns whatever it keeps between runs
+    (pools, caches) and frees it in `close()`. The scheduler does cadence and no-overlap.
     """
 
     kind: str = ""
+    # Evidence every result of this check carries, whatever happens in the run (the IdP a
+    # journey relies on, a self-check's meaning), the hard limit's results included.
+    standing_evidence: tuple[Evidence, ...] = ()
 
     def __init__(
         self,
@@ -88,28 +121,46 @@ class Check(abc.ABC):
         name: str,
         target: str,
         interval: float,
-        timeout: float,
+        budget: float,
+        margin: float = TIMEOUT_MARGIN,
         site: str | None = None,
         critical: bool = False,
     ) -> None:
         self.name = name
         self.target = target
         self.interval = interval
-        self.timeout = timeout
+        self.budget = budget  # the probe's own time for one run
+        self.timeout = budget + margin  # the hard limit `run` enforces
         self.site = site
         self.critical = critical
 
-    @abc.abstractmethod
     async def run(self, ctx: ProbeContext) -> Result:
-        """Run once and describe what happened."""
+        """Run once and describe what happened; never raises (but for cancellation)."""
+        run = Run.begin(self.budget)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.probe(ctx, run)
+        except TimeoutError:
+            return self.failed(Reason.TIMEOUT, f"run exceeded its {self.timeout:g}s limit", run)
+        except Exception as exc:  # a bug in a probe: report it, keep the agent running
+            log.exception("check %s raised; reported as reason=internal", self.name)
+            return self.failed(Reason.INTERNAL, f"internal error: {type(exc).__name__}: {exc}", run)
+
+    @abc.abstractmethod
+    async def probe(self, ctx: ProbeContext, run: Run) -> Result:
+        """The kind's own logic for one run."""
 
     async def close(self) -> None:
         """Free what the check keeps between runs (called on reload and shutdown)."""
         return None
 
-    def result(self, **fields: Any) -> Result:
-        """A Result of this check: its identity (check, kind, target, site, critical) filled
-        in, the rest as given."""
+    def result(self, run: Run, **fields: Any) -> Result:
+        """A Result of this run: the check's identity (check, kind, target, site, critical)
+        and the run's id, start and duration (up to now) filled in, the rest as given."""
+        fields.setdefault("run_id", run.id)
+        fields.setdefault("started_at", run.started_at)
+        fields.setdefault("duration", run.elapsed())
+        fields.setdefault("evidence", self.standing_evidence)
         return Result(
             check=self.name,
             kind=self.kind,
@@ -119,27 +170,18 @@ class Check(abc.ABC):
             **fields,
         )
 
-    def failed(
-        self,
-        reason: Reason,
-        message: str,
-        *,
-        started_at: float,
-        duration: float,
-        run_id: str | None = None,
-    ) -> Result:
-        """A failed Result for this check when nothing more specific is known."""
-        return self.result(
-            ok=False,
-            reason=reason,
-            message=message,
-            started_at=started_at,
-            duration=duration,
-            run_id=run_id or new_run_id(),
-        )
+    def failed(self, reason: Reason, message: str, run: Run, **fields: Any) -> Result:
+        """A failed Result of this run."""
+        return self.result(run, ok=False, reason=reason, message=message, **fields)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def idp_check_name(idp: str) -> str:
+    """The name of the check that probes the IdP named `idp`: one place, for the IdP kind
+    and the journeys that depend on that check."""
+    return f"idp/{idp}"
 
 
 def new_run_id() -> str:

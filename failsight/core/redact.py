@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from urllib.parse import quote
 
-from failsight.core.results import Result, StepResult
+from failsight.core.results import DependsOn, Evidence, Remark, Result, StepResult
 
 REDACTED = "[redacted]"
 
@@ -137,13 +137,22 @@ def excerpt(text: str, limit: int = 64) -> str:
 
 def redact_result(result: Result, redactor: Redactor = REDACTOR) -> Result:
     """The result with every secret removed from its free text: the message, each step's
-    message and URL, and the facts. Costs nothing when the process holds no secret."""
+    message and URL, the facts and the evidence's words. Costs nothing when the process holds
+    no secret."""
     if not redactor:
         return result
     text = redactor.text
 
     def step(s: StepResult) -> StepResult:
         return replace(s, message=text(s.message), url=text(s.url))
+
+    def evidence(e: Evidence) -> Evidence:
+        # The evidence's words reach the verdict's reasons and the view's evidence.
+        if isinstance(e, Remark):
+            return replace(e, text=text(e.text))
+        if isinstance(e, DependsOn):
+            return replace(e, label=text(e.label), effect=text(e.effect))
+        return e
 
     facts = redactor.data(dict(result.facts))
     return replace(
@@ -152,4 +161,5 @@ def redact_result(result: Result, redactor: Redactor = REDACTOR) -> Result:
         steps=tuple(step(s) for s in result.steps),
         cleanup=tuple(step(s) for s in result.cleanup),
         facts=facts if isinstance(facts, dict) else result.facts,
+        evidence=tuple(evidence(e) for e in result.evidence),
     )

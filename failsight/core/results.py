@@ -37,8 +37,8 @@ class CheckFailure(Exception):
 class Measurement:
     """One gauge sample a probe reports, rendered alike by the Prometheus and OTLP sinks.
 
-    `name` is a key of agent.metrics.CATALOGUE without the `failsight_` prefix; the sinks add
-    the prefix and the `vantage` label, so probes never know about telemetry.
+    `name` is one of the kind's declared metric families (its `Kind.metrics`) without the
+    `failsight_` prefix; the sinks add the prefix and the `vantage` label.
     """
 
     name: str
@@ -68,6 +68,53 @@ class StepResult:
     span_id: str = ""
 
 
+# What a result means to the view and the verdict, as typed objects a probe attaches.
+#
+# The view and the verdict read these and never a kind's name or its free-form `facts` (which
+# are for people: the API and the status page). Each type says one thing a kind may know:
+#
+# - `DependsOn`: the run relied on another check; a failure for `via` is that check's fault
+#   while that check fails (a journey's IdP);
+# - `Remark`: a line for a site's verdict reasons (where DNS points, an IdP that fails);
+# - `ReplicaSafety`: how safe it is to fail over into a standby (lag against the RPO,
+#   streaming, split brain);
+# - `VantageReach`: whether this vantage reaches the outside world (the self-check), which
+#   tells an impaired vantage from a total outage.
+
+
+@dataclass(frozen=True, slots=True)
+class DependsOn:
+    check: str  # the check this run relied on, e.g. the IdP's check name
+    label: str  # how to name it to a person: "IdP okta"
+    via: Reason  # the failure reason the dependency explains
+    effect: str  # what its failure did to this run: "journey checkout cannot authenticate"
+
+
+@dataclass(frozen=True, slots=True)
+class Remark:
+    site: str | None  # None: bears on every site
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSafety:
+    cluster: str
+    primary_site: str
+    replica_site: str
+    rpo_seconds: float
+    lag_seconds: float | None  # None: not measurable now
+    streaming: bool
+    split_brain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VantageReach:
+    """Attached by a self-check run: the run's `ok` says whether this vantage reaches out."""
+
+
+Evidence = DependsOn | Remark | ReplicaSafety | VantageReach
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """One run of one check.
@@ -93,8 +140,10 @@ class Result:
     steps: tuple[StepResult, ...] = ()
     cleanup: tuple[StepResult, ...] = ()
     measurements: tuple[Measurement, ...] = ()
-    # Kind-specific facts for the view, the verdict and the API (JSON-serialisable values only).
+    # Kind-specific facts for people: the API and the status page (JSON-serialisable values
+    # only). The view and the verdict read `evidence`, never these.
     facts: Mapping[str, object] = field(default_factory=dict)
+    evidence: tuple[Evidence, ...] = ()
     skipped: bool = False
 
     @property

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from failsight.agent.demo.simulator import Fault, Platform
-from failsight.agent.peers import parse_view
 from failsight.agent.runtime import Agent
+from failsight.agent.verdict import VantageView
 from tests.fixtures.platform import (
     VANTAGES,
     get_json,
@@ -127,4 +127,4 @@ async def test_view_token_guards_the_view(platform: Platform) -> None:
 )
 def test_a_bad_peer_view_is_refused(body: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        parse_view(body, expected="gcp-euw1", received_at=0.0)
+        VantageView.from_json(body, expected="gcp-euw1", received_at=0.0)

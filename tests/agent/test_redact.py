@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from failsight.core.redact import MAX_REMEMBERED, REDACTED, Redactor, basic_credentials
+from failsight.core.redact import (
+    MAX_REMEMBERED,
+    REDACTED,
+    Redactor,
+    basic_credentials,
+    redact_result,
+)
+from failsight.core.results import DependsOn, Reason, Remark, Result, VantageReach
 
 
 def test_every_form_of_a_secret_is_redacted_and_the_longest_wins() -> None:
@@ -36,3 +43,28 @@ def test_remembered_tokens_are_bounded_newest_kept() -> None:
         r.remember(token)
     assert r.text(tokens[-1]) == REDACTED
     assert r.text(tokens[0]) == tokens[0]
+
+
+def test_a_result_s_evidence_is_redacted_with_its_text() -> None:
+    secret = "s3cret-token-value"
+    redactor = Redactor({secret})
+    result = Result(
+        check="idp/okta",
+        kind="idp",
+        target="okta",
+        ok=False,
+        started_at=0.0,
+        duration=0.1,
+        run_id="r",
+        message=f"echoed {secret}",
+        evidence=(
+            Remark(None, f"IdP okta is failing: echoed {secret}"),
+            DependsOn("idp/okta", f"IdP {secret}", Reason.AUTH, f"journey {secret} fails"),
+            VantageReach(),
+        ),
+    )
+    clean = redact_result(result, redactor)
+    assert secret not in repr(clean)
+    assert isinstance(clean.evidence[0], Remark)
+    assert clean.evidence[0].text.startswith("IdP okta is failing: echoed ")
+    assert clean.evidence[2] == VantageReach()

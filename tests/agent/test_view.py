@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from failsight.agent.view import Hysteresis, SiteState, SiteView, ViewTracker, advance
-from failsight.core.results import Reason, Result, StepResult
+from failsight.core.results import DependsOn, Reason, Result, StepResult
 
 U, DG, DN, RC = SiteState.UP, SiteState.DEGRADED, SiteState.DOWN, SiteState.RECOVERING
 
@@ -143,7 +143,9 @@ def test_tracker_says_when_a_site_enters_down_once_per_entry() -> None:
 def test_an_auth_failure_asks_the_idp_check_again_at_once() -> None:
     rechecks: list[str] = []
     tracker = ViewTracker(("a", "b"), Hysteresis(3, 2), on_recheck=rechecks.append)
-    refused = replace(result("a", False), reason=Reason.AUTH, facts={"idp": "corp"})
+    # The journey authenticates through the IdP: its results say so as typed evidence.
+    relies = DependsOn("idp/corp", "IdP corp", Reason.AUTH, "journey j cannot authenticate")
+    refused = replace(result("a", False), reason=Reason.AUTH, evidence=(relies,))
     tracker.handle(refused)
     assert rechecks == ["idp/corp"]
     # Once the IdP check fails, the journey's auth failures are the IdP's: no recheck needed.
@@ -151,3 +153,19 @@ def test_an_auth_failure_asks_the_idp_check_again_at_once() -> None:
     tracker.handle(refused)
     assert rechecks == ["idp/corp"]
     assert tracker.views["a"].state is DG and tracker.views["a"].failures == 0
+
+
+def test_a_failing_dependency_is_blamed_only_for_the_reason_it_explains() -> None:
+    tracker = ViewTracker(("a", "b"), Hysteresis(3, 2))
+    relies = DependsOn("idp/corp", "IdP corp", Reason.AUTH, "journey j cannot authenticate")
+    tracker.handle(
+        replace(result("a", False), check="idp/corp", kind="idp", site=None, message="down")
+    )
+    # A timeout is the site's own failure even while the IdP fails: it counts towards down.
+    timed_out = replace(result("a", False), reason=Reason.TIMEOUT, evidence=(relies,))
+    assert tracker.blame_dependency(timed_out) is None
+    refused = replace(result("a", False), reason=Reason.AUTH, evidence=(relies,))
+    blamed = tracker.blame_dependency(refused)
+    assert blamed is not None
+    assert blamed.startswith("IdP corp is failing")
+    assert blamed.endswith("journey j cannot authenticate (a dependency fault, not the site)")

@@ -426,3 +426,12 @@ def test_daemonset_namespace_enforces_the_restricted_pod_security_standard() -> 
     (namespace,) = [d for _, d in render(K8S / "daemonset") if d["kind"] == "Namespace"]
     assert namespace["metadata"]["name"] == kustomization(K8S / "daemonset")["namespace"]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_demo_config_is_kept_in_one_place() -> None:
+    # `failsight demo` reads the packaged copy; deploy/demo.yaml (what the docs point
+    # `--config` at) is a link to it, so the two can never drift apart.
+    packaged = REPO / "agent" / "demo" / "config.yaml"
+    shown = REPO / "deploy" / "demo.yaml"
+    assert shown.is_symlink()
+    assert shown.resolve() == packaged.resolve()

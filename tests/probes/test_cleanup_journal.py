@@ -32,8 +32,9 @@ from failsight.probes.journal import (
     RetryReport,
     retry_pending,
 )
-from failsight.probes.journey import JourneyCheck, plan
+from failsight.probes.journey import JourneyCheck
 from tests.fixtures.platform import demo_config_data, write_config
+from tests.probes.test_journey import journey_checks
 
 REPO = Path(__file__).resolve().parents[2]
 SITE = "aws-use1"
@@ -52,12 +53,12 @@ from failsight.agent.scheduler import run_check
 from failsight.core.check import ProbeContext
 from failsight.core.http import new_session
 from failsight.probes.journal import CleanupJournal
-from failsight.probes.journey import plan
+from tests.probes.test_journey import journey_checks
 
 
 async def main(config_path: str, state_dir: str) -> None:
     config = load_config(config_path)
-    check = next(c for c in plan(config) if c.site == "aws-use1")
+    check = next(c for c in journey_checks(config) if c.site == "aws-use1")
     async with new_session() as http:
         ctx = ProbeContext(vantage="child", http=http, journal=CleanupJournal(state_dir))
         print("running", flush=True)
@@ -98,7 +99,7 @@ def make(platform: Platform, tmp_path: Path) -> Callable[..., tuple[Config, Path
 
 
 def check_of(config: Config, site: str = SITE) -> JourneyCheck:
-    check = next(c for c in plan(config) if c.site == site)
+    check = next(c for c in journey_checks(config) if c.site == site)
     assert isinstance(check, JourneyCheck)
     return check
 
@@ -190,7 +191,7 @@ async def test_a_journey_killed_mid_run_is_cleaned_up_by_the_next_process(
     journal = CleanupJournal(state_dir)
     assert journal.pending() == []  # nothing read before the first pass
     with caplog.at_level(logging.INFO, logger="failsight.probes.journal"):
-        report = await retry_pending(journal, plan(config), http_ctx)
+        report = await retry_pending(journal, journey_checks(config), http_ctx)
     assert report == RetryReport(cleaned=1, pending=0)
     assert synthetic_orders(platform) == []
     assert journal.pending() == [] and files(state_dir) == []
@@ -229,13 +230,13 @@ async def test_a_failed_cleanup_is_retried_then_given_up_and_counted(
     assert_no_secret(note.read_text())
     assert json.loads(note.read_text())["attempts"] == 1
 
-    report = await retry_pending(journal, plan(config), http_ctx, max_attempts=3)
+    report = await retry_pending(journal, journey_checks(config), http_ctx, max_attempts=3)
     assert report == RetryReport(failed=1, pending=1)
     assert [e.attempts for e in journal.pending()] == [2]
     assert json.loads(note.read_text())["attempts"] == 2
     assert "failed (attempt 2 of 3): step cancel_order: HTTP 503" in caplog.text
 
-    report = await retry_pending(journal, plan(config), http_ctx, max_attempts=3)
+    report = await retry_pending(journal, journey_checks(config), http_ctx, max_attempts=3)
     assert report == RetryReport(abandoned=1, pending=0)
     assert journal.abandoned == {(JOURNEY, SITE): 1}
     assert journal.pending() == [] and files(state_dir) == []
@@ -248,7 +249,7 @@ async def test_a_failed_cleanup_is_retried_then_given_up_and_counted(
     assert synthetic_orders(platform) == [order_id]
 
     # Nothing more happens on later passes.
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport()
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport()
 
 
 async def test_a_failed_cleanup_is_done_by_a_retry_once_the_platform_is_back(
@@ -263,10 +264,10 @@ async def test_a_failed_cleanup_is_done_by_a_retry_once_the_platform_is_back(
     platform.set_fault(SITE, Fault(kind="outage", step="cancel"))
     await run_check(check_of(config), ctx)
     assert len(journal.pending()) == 1 and len(synthetic_orders(platform)) == 1
-    assert (await retry_pending(journal, plan(config), http_ctx)).failed == 1
+    assert (await retry_pending(journal, journey_checks(config), http_ctx)).failed == 1
 
     platform.recover(SITE)
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport(cleaned=1)
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport(cleaned=1)
     assert synthetic_orders(platform) == [] and files(state_dir) == []
 
 
@@ -290,7 +291,7 @@ async def test_a_run_is_noted_as_soon_as_its_cleanup_could_act_and_left_alone_in
     run = asyncio.create_task(run_check(check, ctx))
     await until(lambda: waiting_on(platform, "/orders"), "order_submit held")
     assert files(state_dir) == []
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport()
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport()
     result = await run
     assert result.failed_step is not None and result.failed_step.name == "order_submit"
     assert result.cleanup[0].skipped
@@ -311,7 +312,7 @@ async def test_a_run_is_noted_as_soon_as_its_cleanup_could_act_and_left_alone_in
     stored = json.loads(note.read_text())
     assert set(stored["variables"]) == {"run_id", "site", "tenant", "vantage", "journey"}
     assert journal.pending() == []  # in flight: not owed yet
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport(busy=1)
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport(busy=1)
     result = await run
     assert result.failed_step is not None and result.failed_step.name == "order_submit"
     assert [(c.name, c.ok, c.skipped) for c in result.cleanup] == [
@@ -331,7 +332,7 @@ async def test_a_run_is_noted_as_soon_as_its_cleanup_could_act_and_left_alone_in
     (order_id,) = synthetic_orders(platform)
     (note,) = files(state_dir, "*.json")
     assert json.loads(note.read_text())["variables"]["order_id"] == order_id
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport(busy=1)
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport(busy=1)
     assert synthetic_orders(platform) == [order_id]
     result = await run
     assert result.failed_step is not None and result.failed_step.name == "pick"
@@ -393,7 +394,7 @@ async def test_a_journal_without_a_state_dir_is_a_no_op(
     ctx = dataclasses.replace(http_ctx, journal=journal)
     result = await run_check(check_of(config), ctx)
     assert result.ok and not result.cleanup[0].ok
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport()
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport()
     assert journal.pending() == []
     assert sorted(tmp_path.rglob("*")) == before
 
@@ -431,7 +432,7 @@ async def test_corrupt_files_are_moved_aside_once_and_never_retried(
 
     journal = CleanupJournal(state_dir)
     with caplog.at_level(logging.ERROR, logger="failsight.probes.journal"):
-        report = await retry_pending(journal, plan(config), http_ctx)
+        report = await retry_pending(journal, journey_checks(config), http_ctx)
     # The good entry was cleaned (its order is long gone: 404 is a success for cancel).
     assert report == RetryReport(cleaned=1, pending=0)
     assert journal.corrupt == 4
@@ -448,9 +449,9 @@ async def test_corrupt_files_are_moved_aside_once_and_never_retried(
     assert all("moved aside" in m for m in unreadable)
 
     # Never again: not by this journal, not by the next process's.
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport()
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport()
     fresh = CleanupJournal(state_dir)
-    assert await retry_pending(fresh, plan(config), http_ctx) == RetryReport()
+    assert await retry_pending(fresh, journey_checks(config), http_ctx) == RetryReport()
     assert fresh.corrupt == 0
 
 
@@ -495,7 +496,7 @@ async def test_entries_of_unconfigured_journeys_old_entries_and_the_excess_are_g
     await fresh.finish("b1", cleaned=False)
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="failsight.probes.journal"):
-        report = await retry_pending(fresh, plan(config), http_ctx)
+        report = await retry_pending(fresh, journey_checks(config), http_ctx)
     assert report == RetryReport(cleaned=2, abandoned=2, pending=0)
     assert fresh.abandoned == {("retired", SITE): 1, (JOURNEY, SITE): 1}
     messages = [r.getMessage() for r in caplog.records]
@@ -523,7 +524,7 @@ async def test_variables_too_large_to_keep_are_dropped_and_the_entry_given_up(
     (entry,) = journal.pending()
     assert entry.dropped == ("order_id",) and "order_id" not in entry.variables
     assert "order_id not kept (too large, or holding a secret)" in caplog.text
-    report = await retry_pending(journal, plan(config), http_ctx)
+    report = await retry_pending(journal, journey_checks(config), http_ctx)
     assert report == RetryReport(abandoned=1)
     assert journal.abandoned == {(JOURNEY, SITE): 1}
     assert "variable(s) order_id could not be kept" in caplog.text
@@ -546,4 +547,6 @@ async def test_an_extracted_value_holding_a_secret_is_not_written(
     assert_no_secret(note.read_text())
     (entry,) = journal.pending()
     assert entry.dropped == ("order_id",)
-    assert await retry_pending(journal, plan(config), http_ctx) == RetryReport(abandoned=1)
+    assert await retry_pending(journal, journey_checks(config), http_ctx) == RetryReport(
+        abandoned=1
+    )

@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from failsight.core.check import ProbeContext
-from failsight.core.results import Measurement, Reason, Result
-from failsight.probes.dns import DnsCheck, DnsConfig, DnsResolverConfig
+from failsight.core.kind import Env, SiteRef
+from failsight.core.results import Measurement, Reason, Remark, Result
+from failsight.probes.dns import KIND, DnsCheck, DnsConfig, DnsResolverConfig
 
 if TYPE_CHECKING:
     from tests.fixtures.dnsmasq import Dnsmasq
@@ -46,6 +47,15 @@ def config(server: Dnsmasq, **overrides: Any) -> DnsConfig:
 
 def check_for(cfg: DnsConfig, expect_site: str | None = "aws-use1") -> DnsCheck:
     return DnsCheck(cfg, cfg.resolvers[0], expect_site=expect_site)
+
+
+def env(**roles: str) -> Env:
+    return Env(
+        vantage="test",
+        sites=tuple(
+            SiteRef(name, role, f"https://{name}.example.test") for name, role in roles.items()
+        ),
+    )
 
 
 def measurements(result: Result) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -88,6 +98,58 @@ async def test_answer_for_expected_site_is_a_match(
     assert isinstance(latency, float) and 0 < latency < 1
     assert result.facts["warnings"] == []
     assert measurements(result) == match_series(1.0) | site_series("aws-use1")
+
+
+async def test_results_carry_remarks_for_the_sites_verdicts(
+    dnsmasq_factory: MakeDnsmasq, ctx: ProbeContext
+) -> None:
+    server = dnsmasq_factory({NAME: [AWS]})
+    check = check_for(config(server, timeout="0.5s"))
+
+    resolving = await check.run(ctx)
+    assert resolving.ok, resolving.message
+    assert resolving.evidence == (
+        Remark("aws-use1", f"DNS: {NAME} resolves to aws-use1 (resolver local)"),
+    )
+
+    # Pointing elsewhere: where it points, and that the expected site is not where.
+    server.write_hosts({NAME: [GCP]})
+    server.reload()
+    misrouted = await check.run(ctx)
+    assert not misrouted.ok
+    assert misrouted.evidence == (
+        Remark("gcp-euw1", f"DNS: {NAME} resolves to gcp-euw1 (resolver local)"),
+        Remark(
+            "aws-use1",
+            f"DNS: {NAME} should resolve to aws-use1 but {NAME} resolves to gcp-euw1, expected "
+            "aws-use1 (resolver local)",
+        ),
+    )
+
+    # Both sites' answers: the expected site is among them, so it gets no "should resolve".
+    server.write_hosts({NAME: [AWS, GCP]})
+    server.reload()
+    both = await check.run(ctx)
+    assert not both.ok
+    assert both.evidence == (
+        Remark("aws-use1", f"DNS: {NAME} resolves to aws-use1 (resolver local)"),
+        Remark("gcp-euw1", f"DNS: {NAME} resolves to gcp-euw1 (resolver local)"),
+    )
+
+    # No answer at all: only the expected site hears of it.
+    server.stop()
+    stopped = await check.run(ctx)
+    assert stopped.reason is Reason.TIMEOUT
+    assert stopped.evidence == (
+        Remark(
+            "aws-use1",
+            f"DNS: {NAME} should resolve to aws-use1 but {stopped.message} (resolver local)",
+        ),
+    )
+    # With no expected site, a failure bears on no site.
+    assert (
+        await check_for(config(server, timeout="0.5s"), expect_site=None).run(ctx)
+    ).evidence == ()
 
 
 async def test_record_changed_and_reloaded_flips_the_resolved_site(
@@ -370,6 +432,54 @@ def test_config_rejects(change: dict[str, Any], location: tuple[Any, ...], messa
     assert len(errors) == 1, errors
     assert errors[0]["loc"] == location
     assert errors[0]["msg"].startswith(message), errors[0]["msg"]
+
+
+def test_plan_expects_the_primary_site_unless_told() -> None:
+    told = DnsConfig.model_validate(
+        VALID | {"name": "told.example.test", "expect_site": "gcp-euw1"}
+    )
+    other = DnsConfig.model_validate(VALID | {"answers": {"azure-weu": ["10.3.0.10"]}})
+    two = {"resolvers": [{"name": "a", "address": "127.0.0.1"}, {"name": "b", "address": "::1"}]}
+    default = DnsConfig.model_validate(VALID | two)
+
+    checks = KIND.plan(
+        [told, other, default], env(**{"gcp-euw1": "standby", "aws-use1": "primary"})
+    )
+
+    assert [(c.name, c.expect_site) for c in checks if isinstance(c, DnsCheck)] == [
+        ("dns/told.example.test/cloud-dns", "gcp-euw1"),
+        # The primary has no answers listed: no site is expected.
+        (f"dns/{NAME}/cloud-dns", None),
+        (f"dns/{NAME}/a", "aws-use1"),
+        (f"dns/{NAME}/b", "aws-use1"),
+    ]
+
+
+def test_kind_describes_the_dns_section() -> None:
+    assert (KIND.name, KIND.key, KIND.model, KIND.dependency_group) == (
+        "dns",
+        "dns",
+        DnsConfig,
+        "dns",
+    )
+    assert [m.name for m in KIND.metrics] == ["dns_answer_match", "dns_resolved_site"]
+    assert KIND.naming is not None
+    noun, name_of = KIND.naming
+    assert (noun, name_of(DnsConfig.model_validate(VALID))) == ("dns name", NAME)
+
+
+def test_answers_must_name_configured_sites() -> None:
+    section = [
+        DnsConfig.model_validate(VALID),
+        DnsConfig.model_validate(VALID | {"answers": {"aws-use1": [AWS], "azure-weu": [GCP]}}),
+    ]
+
+    errors = list(KIND.check_config(section, env(**{"aws-use1": "primary"})))
+
+    assert errors == [
+        ((0, "answers", "gcp-euw1"), "unknown site 'gcp-euw1'"),
+        ((1, "answers", "azure-weu"), "unknown site 'azure-weu'"),
+    ]
 
 
 def test_check_refuses_an_expected_site_without_answers() -> None:

@@ -16,10 +16,11 @@ import pytest_asyncio
 import trustme
 from pydantic import ValidationError
 
-from failsight.core.check import ProbeContext, TokenSource
+from failsight.core.check import ProbeContext, Run, TokenSource, idp_check_name
 from failsight.core.http import new_session
-from failsight.core.results import CheckFailure, Reason, Result
-from failsight.probes.idp import IdpCheck, IdpConfig, TokenCache
+from failsight.core.kind import Endpoint, Env
+from failsight.core.results import CheckFailure, Reason, Remark, Result
+from failsight.probes.idp import KIND, IdpCheck, IdpConfig, TokenCache
 from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
 
 
@@ -109,6 +110,7 @@ async def test_healthy_issuer_passes_every_phase(
     phases = facts["phases"]
     assert isinstance(phases, dict) and set(phases) == {"discovery", "jwks", "token", "validate"}
     assert 0.0 < result.duration < 10.0
+    assert result.evidence == ()  # a healthy IdP bears on no site's verdict
     json.dumps(result.summary())  # facts are JSON-serialisable
     assert issuer.auth_methods == ["client_secret_basic"]
 
@@ -240,6 +242,29 @@ async def test_wrong_client_secret_is_auth_and_never_shown(
     assert "the-real-secret" not in json.dumps(result.summary())
 
 
+async def test_a_failing_idp_tells_every_sites_verdict(
+    issuer: OidcIssuer, http: aiohttp.ClientSession
+) -> None:
+    issuer.client_secret = "the-real-secret"
+    check = IdpCheck(config(issuer.issuer))
+
+    result = await check.run(ProbeContext(vantage="test", http=http))
+
+    assert result.message == "token: token endpoint refused the client: HTTP 401 invalid_client"
+    assert result.evidence == (
+        Remark(
+            None,
+            "IdP corp-idp is failing [auth]: token: token endpoint refused the client: "
+            "HTTP 401 invalid_client",
+        ),
+    )
+    # The hard limit's result (and a bug's) says so too.
+    cut_off = check.failed(Reason.TIMEOUT, "run exceeded its 6s limit", Run.begin(check.budget))
+    assert cut_off.evidence == (
+        Remark(None, "IdP corp-idp is failing [timeout]: run exceeded its 6s limit"),
+    )
+
+
 async def test_slow_token_endpoint_times_out_in_the_token_phase(
     issuer: OidcIssuer, http: aiohttp.ClientSession
 ) -> None:
@@ -342,6 +367,35 @@ def test_config_defaults_and_durations() -> None:
     assert tuned.discovery_url == "https://idp.example.test/.well-known/openid-configuration"
     check = IdpCheck(tuned)
     assert (check.name, check.interval, check.site) == ("idp/corp-idp", 60.0, None)
+    assert check.name == idp_check_name("corp-idp")
+    # The probe bounds itself with its timeout; the hard limit is a second later.
+    assert (check.budget, check.timeout) == (0.5, 1.5)
+
+
+def test_kind_plans_one_check_per_idp_and_lists_their_issuers() -> None:
+    corp = config("https://login.example.test/realms/ops")
+    partner = config("http://partner.example.test", name="partner")
+
+    checks = KIND.plan([corp, partner], Env(vantage="test", sites=()))
+
+    assert [(c.name, c.target) for c in checks] == [
+        ("idp/corp-idp", "corp-idp"),
+        ("idp/partner", "partner"),
+    ]
+    assert list(KIND.endpoints([corp, partner])) == [
+        Endpoint("idp/corp-idp", "https://login.example.test/realms/ops"),
+        Endpoint("idp/partner", "http://partner.example.test"),
+    ]
+    assert (KIND.name, KIND.key, KIND.model, KIND.dependency_group) == (
+        "idp",
+        "idps",
+        IdpConfig,
+        "idps",
+    )
+    assert [m.name for m in KIND.metrics] == ["idp_up", "idp_phase_duration_seconds"]
+    assert KIND.naming is not None
+    noun, name_of = KIND.naming
+    assert (noun, name_of(partner)) == ("idp", "partner")
 
 
 @pytest.mark.parametrize(

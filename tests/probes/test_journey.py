@@ -9,13 +9,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from failsight.agent.config import Config
+from failsight.agent.config import Config, env
 from failsight.agent.demo.simulator import Fault, Platform
 from failsight.agent.scheduler import run_check
-from failsight.core.check import ProbeContext
+from failsight.core.check import Check, ProbeContext
 from failsight.core.http import new_session
-from failsight.core.results import Reason, Result
-from failsight.probes.journey import JourneyCheck, plan
+from failsight.core.kind import Env, SiteRef
+from failsight.core.results import DependsOn, Reason, Result, StepResult
+from failsight.probes.journey import KIND, JourneyCheck, JourneyConfig, plan
 
 
 @pytest.fixture
@@ -29,8 +30,13 @@ def config(make_config: Callable[..., tuple[Config, Path]]) -> Config:
     return make_config()[0]
 
 
+def journey_checks(config: Config) -> list[Check]:
+    """The journey checks the config asks for, as the agent plans them."""
+    return plan(config.section(KIND), env(config))
+
+
 def check_for(config: Config, site: str = "aws-use1") -> JourneyCheck:
-    check = next(c for c in plan(config) if c.site == site)
+    check = next(c for c in journey_checks(config) if c.site == site)
     assert isinstance(check, JourneyCheck)
     return check
 
@@ -38,7 +44,7 @@ def check_for(config: Config, site: str = "aws-use1") -> JourneyCheck:
 async def test_whole_journey_succeeds_on_both_sites_and_cleans_up(
     config: Config, ctx: ProbeContext, platform: Platform
 ) -> None:
-    results = [await run_check(c, ctx) for c in plan(config)]
+    results = [await run_check(c, ctx) for c in journey_checks(config)]
     assert [r.site for r in results] == ["aws-use1", "gcp-euw1"]
     for result in results:
         assert result.ok, result.summary()
@@ -86,7 +92,7 @@ async def test_every_request_carries_run_id_key_marker_and_traceparent(
 async def test_a_replayed_submit_with_the_same_key_creates_no_duplicate(
     config: Config, ctx: ProbeContext, platform: Platform
 ) -> None:
-    journey = config.journeys[0].model_copy(update={"cleanup": []})
+    journey = config.section(KIND)[0].model_copy(update={"cleanup": []})
     check = JourneyCheck(journey, site="aws-use1", base_url=platform.urls["aws-use1"])
     result = await run_check(check, ctx)
     assert result.ok
@@ -170,7 +176,7 @@ async def test_poll_deadline_is_a_timeout_with_the_last_value(
     make_config: Callable[..., tuple[Config, Path]], ctx: ProbeContext, platform: Platform
 ) -> None:
     config = make_config()[0]
-    journey = config.journeys[0]
+    journey = config.section(KIND)[0]
     steps = list(journey.steps)
     poll = steps[2].poll
     assert poll is not None
@@ -191,7 +197,117 @@ async def test_poll_deadline_is_a_timeout_with_the_last_value(
 
 
 async def test_connection_refused_is_connect(config: Config, ctx: ProbeContext) -> None:
-    check = JourneyCheck(config.journeys[0], site="aws-use1", base_url="http://127.0.0.1:9")
+    check = JourneyCheck(config.section(KIND)[0], site="aws-use1", base_url="http://127.0.0.1:9")
     result = await run_check(check, ctx)
     assert result.reason is Reason.CONNECT
     assert result.cleanup[0].skipped
+
+
+def _journey(**fields: object) -> JourneyConfig:
+    return JourneyConfig.model_validate(
+        {"name": "checkout", "steps": [{"name": "submit", "path": "/orders"}], **fields}
+    )
+
+
+_SITES = Env(
+    vantage="v1",
+    sites=(
+        SiteRef("aws-use1", "primary", "https://a.example/", tls_verify=False),
+        SiteRef("gcp-euw1", "standby", "https://g.example"),
+    ),
+    names={"idps": frozenset({"okta"})},
+)
+
+
+def test_plan_runs_each_journey_at_its_sites_with_room_for_the_cleanup() -> None:
+    everywhere = _journey(timeout="20s", cleanup_timeout="10s")
+    one = _journey(name="refund", sites=["gcp-euw1"])
+    checks = plan([everywhere, one], _SITES)
+    assert [(c.name, c.site, c.target) for c in checks] == [
+        ("journey/checkout/aws-use1", "aws-use1", "checkout"),
+        ("journey/checkout/gcp-euw1", "gcp-euw1", "checkout"),
+        ("journey/refund/gcp-euw1", "gcp-euw1", "refund"),
+    ]
+    first = checks[0]
+    assert isinstance(first, JourneyCheck)
+    assert first.base_url == "https://a.example"
+    # The steps' own 20 s, the cleanup's 10 s, and the hard limit's margin past both.
+    assert (first.budget, first.timeout) == (30.0, 31.0)
+    assert first.critical and first.interval == 30.0
+
+
+async def test_a_journey_through_an_idp_carries_it_as_evidence_in_every_result(
+    ctx: ProbeContext,
+) -> None:
+    check = JourneyCheck(_journey(idp="okta"), site="aws-use1", base_url="http://127.0.0.1:9")
+    expected = DependsOn(
+        check="idp/okta",
+        label="IdP okta",
+        via=Reason.AUTH,
+        effect="journey checkout cannot authenticate",
+    )
+    assert check.standing_evidence == (expected,)
+    result = await check.run(ctx)  # no token source: the step fails, the evidence stays
+    assert not result.ok and result.evidence == (expected,)
+    assert result.facts["idp"] == "okta"
+    plain = JourneyCheck(_journey(), site="aws-use1", base_url="http://127.0.0.1:9")
+    assert plain.standing_evidence == ()
+    assert (await plain.run(ctx)).evidence == ()
+
+
+def test_check_config_names_unknown_references_and_templates_relative_to_the_section() -> None:
+    good = _journey(idp="okta", sites=["aws-use1"])
+    bad = _journey(
+        sites=["aws-use1", "azure"],
+        idp="auth0",
+        steps=[
+            {"name": "a", "path": "/x/{{order_id}}", "extract": {"order_id": "$.id"}},
+            {"name": "a", "path": "/y/{{order_id}}", "query": {"q": "{{a.b}}"}},
+        ],
+        cleanup=[{"name": "c", "path": "/z/{{nope}}"}],
+    )
+    assert list(KIND.check_config([good, bad], _SITES)) == [
+        ((1, "sites", 1), "unknown site 'azure' (sites: aws-use1, gcp-euw1)"),
+        ((1, "idp"), "unknown idp 'auth0'"),
+        ((1, "steps", 1, "name"), "duplicate step name 'a'"),
+        ((1, "steps", 0, "path"), "template uses {{order_id}}, which no earlier step extracts"),
+        ((1, "steps", 1, "query"), "invalid template {{a.b}}: only {{variable}} is allowed"),
+        ((1, "cleanup", 0, "path"), "template uses {{nope}}, which no step extracts"),
+    ]
+    assert KIND.naming is not None and KIND.naming[1](good) == "checkout"
+
+
+def test_a_result_counts_its_run_and_each_step_that_ran() -> None:
+    result = Result(
+        check="journey/checkout/aws-use1",
+        kind="journey",
+        target="checkout",
+        site="aws-use1",
+        ok=False,
+        started_at=0.0,
+        duration=1.5,
+        run_id="r1",
+        steps=(
+            StepResult(name="submit", ok=True, duration=0.5),
+            StepResult(name="pay", ok=False, duration=1.0, reason=Reason.HTTP_STATUS),
+            StepResult(name="ship", ok=False, duration=0.0, skipped=True),
+        ),
+    )
+    assert [(s.spec.name, dict(s.labels), s.value) for s in KIND.gauges(result)] == [
+        ("journey_success", {"site": "aws-use1", "journey": "checkout"}, 0.0)
+    ]
+    site = {"site": "aws-use1", "journey": "checkout"}
+    assert [(s.spec.name, dict(s.labels), s.value) for s in KIND.increments(result)] == [
+        ("journey_runs_total", {**site, "result": "failure"}, 1.0),
+        ("journey_duration_seconds", site, 1.5),
+        ("step_duration_seconds", {**site, "step": "submit"}, 0.5),
+        ("step_duration_seconds", {**site, "step": "pay"}, 1.0),
+        ("step_failures_total", {**site, "step": "pay", "reason": "http_status"}, 1.0),
+    ]
+    assert {m.name for m in KIND.metrics} == {
+        "journey_runs_total",
+        "journey_success",
+        "journey_duration_seconds",
+        "step_duration_seconds",
+        "step_failures_total",
+    }

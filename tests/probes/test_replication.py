@@ -15,8 +15,10 @@ import pytest
 from pydantic import ValidationError
 
 from failsight.core.check import ProbeContext
-from failsight.core.results import Reason, Result
+from failsight.core.kind import Env, SiteRef
+from failsight.core.results import Reason, ReplicaSafety, Result
 from failsight.probes.replication import (
+    KIND,
     Heartbeat,
     ReplicationCheck,
     ReplicationConfig,
@@ -112,6 +114,44 @@ def replica_facts(result: Result) -> dict[str, Any]:
     assert len(replicas) == 1
     facts: dict[str, Any] = replicas[0]
     return facts
+
+
+def safety_from_facts(result: Result) -> list[ReplicaSafety]:
+    """What the verdict read from a result's facts before it read evidence: each replica's
+    safety, as of the primary's last write while the primary takes none."""
+    facts = result.facts
+    replicas = facts["replicas"]
+    assert isinstance(replicas, list)
+    out = []
+    for replica in replicas:
+        lag, streaming = replica["lag_seconds"], replica["streaming"]
+        if replica["at_primary_loss"] is not None:
+            lag, streaming = (
+                replica["at_primary_loss"]["lag_seconds"],
+                replica["at_primary_loss"]["streaming"],
+            )
+        rpo = facts["rpo_seconds"]
+        assert isinstance(rpo, float)
+        out.append(
+            ReplicaSafety(
+                cluster=str(facts["cluster"]),
+                primary_site=str(facts["primary_site"]),
+                replica_site=str(replica["site"]),
+                rpo_seconds=rpo,
+                lag_seconds=float(lag) if isinstance(lag, int | float) else None,
+                streaming=bool(streaming),
+                split_brain=bool(replica["split_brain"]),
+            )
+        )
+    return out
+
+
+def safety(result: Result) -> list[ReplicaSafety]:
+    """The result's ReplicaSafety evidence, checked against its facts: one per replica."""
+    evidence = [e for e in result.evidence if isinstance(e, ReplicaSafety)]
+    assert evidence == safety_from_facts(result)
+    assert len(evidence) == len(result.evidence)
+    return evidence
 
 
 def lag(result: Result, method: str) -> float | None:
@@ -279,6 +319,47 @@ def test_config_errors(change: dict[str, Any], error: str) -> None:
     assert "hunter2" not in str(info.value)
 
 
+def test_kind_plans_one_check_per_cluster_and_checks_its_sites() -> None:
+    env = Env(
+        vantage="gcp-euw1",
+        sites=(
+            SiteRef("aws-use1", "primary", "https://use1.example"),
+            SiteRef(REPLICA, "standby", "https://euw1.example"),
+        ),
+    )
+    good = config("postgresql://a@db1/app", "postgresql://a@db2/app")
+    bad = config(
+        "postgresql://a@db1/app",
+        "postgresql://a@db2/app",
+        cluster="billing-db",
+        primary={"site": "nowhere", "dsn": "postgresql://a@db3/app"},
+        replicas=[
+            {"site": REPLICA, "dsn": "postgresql://a@db4/app"},
+            {"site": "elsewhere", "dsn": "postgresql://a@db5/app"},
+        ],
+    )
+    checks = KIND.plan([good, bad], env)
+    assert [(c.name, c.site, c.timeout) for c in checks] == [
+        ("replication/orders-db", "aws-use1", 3.0),
+        ("replication/billing-db", "nowhere", 3.0),
+    ]
+    assert all(isinstance(c, ReplicationCheck) and c.vantage == "gcp-euw1" for c in checks)
+    assert list(KIND.check_config([good, bad], env)) == [
+        ((1, "primary", "site"), "unknown site 'nowhere'"),
+        ((1, "replicas", 1, "site"), "unknown site 'elsewhere'"),
+    ]
+    assert (KIND.name, KIND.key, KIND.model) == ("replication", "replication", ReplicationConfig)
+    assert KIND.naming is not None and KIND.naming[0] == "cluster"
+    assert KIND.naming[1](bad) == "billing-db"
+    assert [m.name for m in KIND.metrics] == [
+        "replication_lag_seconds",
+        "replication_lag_bytes",
+        "replication_streaming",
+        "replication_writable",
+        "replication_rpo_seconds",
+    ]
+
+
 # --- against real servers ---------------------------------------------------------------------
 
 
@@ -310,6 +391,17 @@ async def test_steady_state_all_methods_near_zero(
     assert lag_bytes is not None
     assert 0 <= lag_bytes < 1_000_000
     assert {m.labels["replica"] for m in result.measurements if "replica" in m.labels} == {REPLICA}
+    assert safety(result) == [
+        ReplicaSafety(
+            cluster="orders-db",
+            primary_site="aws-use1",
+            replica_site=REPLICA,
+            rpo_seconds=30.0,
+            lag_seconds=facts["lag_seconds"],
+            streaming=True,
+            split_brain=False,
+        )
+    ]
 
 
 async def test_idle_primary_grows_replay_timestamp_lag_but_not_heartbeat_lag(
@@ -387,6 +479,8 @@ async def test_stopped_replica_is_reported_and_recovered_by_the_same_check(
         assert facts["within_rpo"] is False
         assert gauge(result, "replication_streaming") == 0.0
         assert result.facts["heartbeat_written"] is True
+        [evidence] = safety(result)
+        assert (evidence.lag_seconds, evidence.streaming) == (None, False)
     await asyncio.to_thread(pg_pair.start_replica)
     recovered = await run_until(check, ctx, lambda r: r.ok, within=20)
     assert recovered.ok, recovered.message
@@ -430,9 +524,14 @@ async def test_stopped_primary_fails_the_write_but_the_replica_is_still_read(
     # write the primary took. It had everything and was streaming then: safe to promote,
     # however long the primary stays down.
     await asyncio.sleep(1.0)
-    at_loss = replica_facts(await check.run(ctx))["at_primary_loss"]
+    result = await check.run(ctx)
+    at_loss = replica_facts(result)["at_primary_loss"]
     assert at_loss == {"lag_seconds": 0.0, "streaming": True, "as_of": at_loss["as_of"]}
     assert isinstance(at_loss["as_of"], float) and at_loss["as_of"] <= time.time() - 1.0
+    # The evidence the verdict reads is the replica at the primary's loss, not its live state.
+    assert replica_facts(result)["streaming"] is False
+    [evidence] = safety(result)
+    assert (evidence.lag_seconds, evidence.streaming) == (0.0, True)
 
 
 async def test_replica_behind_when_the_primary_is_lost_keeps_that_lag(
@@ -450,7 +549,10 @@ async def test_replica_behind_when_the_primary_is_lost_keeps_that_lag(
     lost_at = time.monotonic()
     await asyncio.to_thread(pg_pair.stop_primary)
     await asyncio.sleep(1.0)
-    at_loss = replica_facts(await check.run(ctx))["at_primary_loss"]
+    result = await check.run(ctx)
+    at_loss = replica_facts(result)["at_primary_loss"]
+    [evidence] = safety(result)
+    assert (evidence.lag_seconds, evidence.streaming) == (at_loss["lag_seconds"], True)
     # Missing on the replica: the writes of the last ~2.5 s before the primary went away,
     # not the whole time since the pause kept growing after the loss.
     assert at_loss["streaming"] is True
@@ -474,6 +576,44 @@ async def test_promoted_replica_is_a_split_brain(
     assert facts["streaming"] is False
     assert result.facts["primary_writable"] is True
     assert result.message.startswith("SPLIT BRAIN: replica gcp-euw1")
+    [evidence] = safety(result)
+    assert evidence.split_brain is True
+
+
+async def test_every_result_carries_each_replicas_safety_as_its_facts_say(
+    pg_pair: PgPair,
+    make_check: MakeCheck,
+    ctx: ProbeContext,
+) -> None:
+    # Two replicas (the second a name the primary does not stream to), in config order.
+    check = make_check(
+        config(
+            pg_pair.primary.dsn(),
+            pg_pair.replica.dsn(),
+            rpo="45s",
+            replicas=[
+                {"site": REPLICA, "dsn": pg_pair.replica.dsn()},
+                {"site": "azure-weu", "name": "weu", "dsn": pg_pair.replica.dsn()},
+            ],
+        )
+    )
+    for _ in range(2):
+        result = await check.run(ctx)
+        evidence = safety(result)
+        assert [(e.cluster, e.primary_site, e.replica_site, e.rpo_seconds) for e in evidence] == [
+            ("orders-db", "aws-use1", REPLICA, 45.0),
+            ("orders-db", "aws-use1", "azure-weu", 45.0),
+        ]
+    await asyncio.to_thread(pg_pair.stop_primary)
+
+    def at_primary_loss(result: Result) -> bool:
+        replicas = result.facts["replicas"]
+        assert isinstance(replicas, list)
+        return all(replica["at_primary_loss"] is not None for replica in replicas)
+
+    lost = await run_until(check, ctx, at_primary_loss, within=5)
+    assert at_primary_loss(lost)
+    assert [e.replica_site for e in safety(lost)] == [REPLICA, "azure-weu"]
 
 
 async def test_primary_dsn_that_is_a_standby_is_not_writable(

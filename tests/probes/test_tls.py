@@ -20,8 +20,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from failsight.core.check import ProbeContext
+from failsight.core.kind import Endpoint, Env
 from failsight.core.results import Reason
-from failsight.probes.tls import TlsCheck, TlsConfig, tls_targets_for_url
+from failsight.probes.tls import KIND, TlsCheck, TlsConfig, tls_targets_for_url
 
 NAME = "orders.example.test"
 DAY = datetime.timedelta(days=1)
@@ -450,3 +451,46 @@ def test_tls_targets_for_url() -> None:
         tls_targets_for_url("api", "ftp://orders.example.test/", None)
     with pytest.raises(ValueError, match="has no host"):
         tls_targets_for_url("api", "https:///path", None)
+
+
+def test_plan_adds_one_target_per_verified_https_endpoint() -> None:
+    configured = TlsConfig(name="edge", host="edge.example.test")
+    env = Env(
+        vantage="test",
+        sites=(),
+        endpoints=(
+            Endpoint("site/aws-use1", "https://orders.aws.example.test/api"),
+            # A site that does not verify TLS (a lab): no TLS check of it.
+            Endpoint("site/lab", "https://lab.example.test", verify=False),
+            # Plain http: nothing to check.
+            Endpoint("site/gcp-euw1", "http://orders.gcp.example.test"),
+            Endpoint("idp/corp", "https://login.example.test:8443/realms/ops"),
+        ),
+    )
+
+    checks = KIND.plan([configured], env)
+
+    assert [(c.name, c.cfg.host, c.cfg.port) for c in checks if isinstance(c, TlsCheck)] == [
+        ("tls/edge", "edge.example.test", 443),
+        ("tls/site/aws-use1", "orders.aws.example.test", 443),
+        ("tls/idp/corp", "login.example.test", 8443),
+    ]
+    assert len(checks) == 3
+
+
+def test_kind_describes_the_tls_section() -> None:
+    assert (KIND.name, KIND.key, KIND.model, KIND.dependency_group) == (
+        "tls",
+        "tls",
+        TlsConfig,
+        "tls",
+    )
+    assert [(m.name, m.labels, m.unit) for m in KIND.metrics] == [
+        ("tls_cert_not_after_timestamp_seconds", ("target",), "s")
+    ]
+    assert KIND.naming is not None
+    noun, name_of = KIND.naming
+    assert (noun, name_of(TlsConfig(name="edge", host="edge.example.test"))) == (
+        "tls target",
+        "edge",
+    )
