@@ -34,10 +34,10 @@ def _table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render() -> str:
+def _config_file() -> str:
+    """The config file: what `validate`, `run`, `once` and SIGHUP refuse."""
     ct = configtypes
-    sections = [
-        HEADER,
+    return (
         "## The config file (`failsight validate`, `run`, `once`, SIGHUP)\n\n"
         "Each refusal is one `FILE:LINE: key: message` line, exit status 2; never a traceback.\n\n"
         + _table(
@@ -85,7 +85,13 @@ def render() -> str:
         )
         + "\nA journey's `timeout` budgets a whole transaction and may exceed its interval: a run "
         "still going at its next tick makes that tick a counted skip "
-        "(`failsight_check_runs_skipped_total`), never an overlap.\n",
+        "(`failsight_check_runs_skipped_total`), never an overlap.\n"
+    )
+
+
+def _secrets() -> str:
+    """Secrets: what is redacted, where, and what is too short to redact."""
+    return (
         "## Secrets\n\n"
         "Every secret the agent holds is replaced by `[redacted]` in any text that leaves the "
         "process, whatever put it there (a target echoing our headers, an IdP quoting the "
@@ -96,59 +102,71 @@ def render() -> str:
         f"{redact.MAX_REMEMBERED}), and, in config errors, every value a `${{env:…}}` or "
         f"`${{file:…}}` reference resolved to. Values shorter than {redact.MIN_SECRET_LENGTH} "
         "characters are not redacted. Text quoted from a target is redacted before it is cut "
-        "short, so a truncated message never carries half a token.\n",
-        "## What a target may send\n\n"
-        + _table(
-            [
-                (
-                    "a journey response body",
-                    "`max_body_bytes` (default 1 MiB, at most 64 MiB)",
-                    "`assertion`",
-                ),
-                (
-                    "JSON nesting in a journey response",
-                    f"{journey.MAX_JSON_DEPTH} levels",
-                    "`extraction`",
-                ),
-                (
-                    "a value quoted in a step message",
-                    f"{journey.MAX_QUOTED} characters",
-                    "cut (after redaction)",
-                ),
-                (
-                    "a step message",
-                    f"{journey.MAX_MESSAGE} characters, one printable line",
-                    "cut; control characters become spaces",
-                ),
-                (
-                    "an extracted value put in a header",
-                    "no control characters",
-                    "`extraction` naming the variable",
-                ),
-                (
-                    "an extracted object, list or null used as text",
-                    "not allowed",
-                    "`extraction` naming the variable",
-                ),
-            ]
-        ),
-        "## What a peer may send (`/v1/view`)\n\n"
-        + _table(
-            [
-                ("view body", _size(peers.MAX_VIEW_BYTES), "a peer error; the view is stale"),
-                ("sites in a view", str(peers.MAX_SITES), "a peer error"),
-                (
-                    "evidence per site",
-                    f"{peers.MAX_EVIDENCE} lines of {peers.MAX_EVIDENCE_CHARS} characters",
-                    "cut",
-                ),
-                (
-                    "a wrong-typed field",
-                    "-",
-                    "ignored field by field; missing evidence is `unknown`",
-                ),
-            ]
-        ),
+        "short, so a truncated message never carries half a token.\n"
+    )
+
+
+def _target_answers() -> str:
+    """What a target may send: the bounds on journey responses and messages."""
+    return "## What a target may send\n\n" + _table(
+        [
+            (
+                "a journey response body",
+                "`max_body_bytes` (default 1 MiB, at most 64 MiB)",
+                "`assertion`",
+            ),
+            (
+                "JSON nesting in a journey response",
+                f"{journey.MAX_JSON_DEPTH} levels",
+                "`extraction`",
+            ),
+            (
+                "a value quoted in a step message",
+                f"{journey.MAX_QUOTED} characters",
+                "cut (after redaction)",
+            ),
+            (
+                "a step message",
+                f"{journey.MAX_MESSAGE} characters, one printable line",
+                "cut; control characters become spaces",
+            ),
+            (
+                "an extracted value put in a header",
+                "no control characters",
+                "`extraction` naming the variable",
+            ),
+            (
+                "an extracted object, list or null used as text",
+                "not allowed",
+                "`extraction` naming the variable",
+            ),
+        ]
+    )
+
+
+def _peer_views() -> str:
+    """What a peer may send: the bounds on `/v1/view` bodies."""
+    return "## What a peer may send (`/v1/view`)\n\n" + _table(
+        [
+            ("view body", _size(peers.MAX_VIEW_BYTES), "a peer error; the view is stale"),
+            ("sites in a view", str(peers.MAX_SITES), "a peer error"),
+            (
+                "evidence per site",
+                f"{peers.MAX_EVIDENCE} lines of {peers.MAX_EVIDENCE_CHARS} characters",
+                "cut",
+            ),
+            (
+                "a wrong-typed field",
+                "-",
+                "ignored field by field; missing evidence is `unknown`",
+            ),
+        ]
+    )
+
+
+def _api_server() -> str:
+    """The API server: timeouts, connection and request bounds."""
+    return (
         "## The API server\n\n"
         + _table(
             [
@@ -183,7 +201,13 @@ def render() -> str:
         )
         + f"\nAt start the fd soft limit is raised to the hard limit (at most "
         f"{server.FD_LIMIT_CAP:,}). Idle sockets can never starve `/healthz`: each new "
-        "connection evicts an idle one before the fd limit is near.\n",
+        "connection evicts an idle one before the fd limit is near.\n"
+    )
+
+
+def _cleanup_journal() -> str:
+    """The cleanup journal: what is kept for crashed cleanups, and for how long."""
+    return (
         "## The cleanup journal (`agent.state_dir`)\n\n"
         f"With `agent.state_dir` set, a journey with cleanup steps writes what its cleanup will "
         f"need to `<state_dir>/{journal.JOURNAL_DIR}/<run_id>.json` (directory 0700, files "
@@ -210,7 +234,20 @@ def render() -> str:
         )
         + "\nThe same `state_dir` holds `control.json` (holds, failbacks, latches). It must be "
         "writable at start (else `failsight run` exits 1 naming it) and must not be shared by "
-        "two agents.\n",
+        "two agents.\n"
+    )
+
+
+def render() -> str:
+    """docs/limits.md: the header, then one section per boundary, in reading order."""
+    sections = [
+        HEADER,
+        _config_file(),
+        _secrets(),
+        _target_answers(),
+        _peer_views(),
+        _api_server(),
+        _cleanup_journal(),
     ]
     return "\n".join(sections)
 

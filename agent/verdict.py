@@ -6,6 +6,7 @@ tested as a table.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import math
@@ -823,16 +824,7 @@ def dependencies_json(latest: Iterable[Result]) -> dict[str, object]:
 def replication_states(latest: Iterable[Result]) -> list[ReplicationState]:
     """Every primary -> replica pair, from the `ReplicaSafety` evidence of the latest results."""
     return [
-        ReplicationState(
-            cluster=e.cluster,
-            primary_site=e.primary_site,
-            replica_site=e.replica_site,
-            rpo_seconds=e.rpo_seconds,
-            lag_seconds=e.lag_seconds,
-            streaming=e.streaming,
-            split_brain=e.split_brain,
-            observed_at=result.started_at,
-        )
+        ReplicationState(**dataclasses.asdict(e), observed_at=result.started_at)
         for result in latest
         for e in result.evidence
         if isinstance(e, ReplicaSafety)

@@ -58,7 +58,7 @@ AREAS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("aiohttp client request/response", re.compile(r"aiohttp/client|aiohttp/helpers|yarl/")),
     ("aiohttp http parser/writer", re.compile(r"aiohttp/http_|aiohttp/_http|streams\.py")),
     ("aiohttp server (agent API)", re.compile(r"aiohttp/web")),
-    ("journey probe", re.compile(r"probes/journey\.py")),
+    ("journey probe", re.compile(r"probes/journey/")),
     ("scheduler", re.compile(r"agent/scheduler\.py")),
     ("event loop (uvloop C code, asyncio)", re.compile(r"asyncio/|uvloop")),
 )
@@ -291,10 +291,13 @@ def _patch_fast_ids() -> None:
     base.new_run_id = lambda: f"{rng.getrandbits(64):016x}"
     base.new_span_id = lambda: f"{rng.getrandbits(64):016x}"
     base.new_trace_id = lambda: f"{rng.getrandbits(128):032x}"
-    import failsight.probes.journey as journey
+    # The journey modules import the id functions by name: patched where they are called.
+    from failsight.probes.journey import check as journey_check
+    from failsight.probes.journey import run as journey_run
 
-    journey.new_span_id = base.new_span_id
-    journey.new_trace_id = base.new_trace_id
+    journey_check.new_span_id = base.new_span_id
+    journey_check.new_trace_id = base.new_trace_id
+    journey_run.new_span_id = base.new_span_id
 
 
 PATCHES: dict[str, tuple[str, Callable[[], None]]] = {

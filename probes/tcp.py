@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import re
-import socket
 import ssl
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +23,7 @@ from failsight.core.check import Check, ProbeContext, Run
 from failsight.core.configtypes import Interval, Name, Scheduled, Timeout
 from failsight.core.http import ssl_context
 from failsight.core.kind import Env, Kind, Loc
+from failsight.core.net import open_tcp, os_error
 from failsight.core.redact import excerpt
 from failsight.core.results import CheckFailure, Measurement, Reason, Result
 from failsight.core.telemetry import MetricSpec, MetricType
@@ -171,19 +170,9 @@ class TcpCheck(Check):
         self, deadline: float, phases: dict[str, float], facts: dict[str, object]
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         start = time.monotonic()
-        try:
-            async with asyncio.timeout_at(deadline):
-                reader, writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
-        except TimeoutError:
-            raise CheckFailure(
-                Reason.TIMEOUT, f"no TCP connection within {self.cfg.timeout:g}s (phase connect)"
-            ) from None
-        except socket.gaierror as exc:
-            raise CheckFailure(
-                Reason.DNS, f"cannot resolve {self.cfg.host}: {exc.strerror or exc}"
-            ) from None
-        except OSError as exc:
-            raise CheckFailure(Reason.CONNECT, f"cannot connect: {_os_error(exc)}") from None
+        reader, writer = await open_tcp(
+            self.cfg.host, self.cfg.port, deadline, within=self.cfg.timeout, phase="connect"
+        )
         phases["connect"] = time.monotonic() - start
         facts["connect_seconds"] = round(phases["connect"], 6)
         return reader, writer
@@ -256,7 +245,7 @@ class TcpCheck(Check):
         except OSError as exc:
             raise CheckFailure(
                 Reason.ASSERTION,
-                f"connection closed by the server while {step}: {_os_error(exc)}"
+                f"connection closed by the server while {step}: {os_error(exc)}"
                 + self._quoted(received),
             ) from None
 
@@ -324,12 +313,6 @@ class TcpCheck(Check):
 
 def _default_context() -> ssl.SSLContext:
     return ssl.create_default_context()
-
-
-def _os_error(exc: OSError) -> str:
-    # asyncio's connect errors carry the errno but word their strerror as "Connect call
-    # failed ('10.0.0.1', 5672)"; trying several addresses, it raises one without an errno.
-    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def _text(received: bytes | bytearray) -> str:

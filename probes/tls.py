@@ -6,7 +6,6 @@ import _ssl
 import asyncio
 import datetime
 import ipaddress
-import socket
 import ssl
 import urllib.parse
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pydantic import AfterValidator, Field
 from failsight.core.check import Check, ProbeContext, Run, wall_now
 from failsight.core.configtypes import Duration, Interval, Name, Scheduled, Timeout
 from failsight.core.kind import Env, Kind
+from failsight.core.net import open_tcp
 from failsight.core.results import CheckFailure, Measurement, Reason, Result
 from failsight.core.telemetry import MetricSpec, MetricType
 
@@ -254,21 +254,9 @@ class TlsCheck(Check):
         first). Transport failures become CheckFailure; a failed certificate verification is
         left as SSLCertVerificationError for the caller to classify."""
         where = self._where
-        try:
-            async with asyncio.timeout_at(deadline):
-                _reader, writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
-        except TimeoutError:
-            raise CheckFailure(
-                Reason.TIMEOUT, f"{where}: no TCP connection within {self.cfg.timeout:g}s"
-            ) from None
-        except socket.gaierror as exc:
-            raise CheckFailure(
-                Reason.DNS, f"{where}: cannot resolve {self.cfg.host}: {exc.strerror}"
-            ) from None
-        except OSError as exc:
-            raise CheckFailure(
-                Reason.CONNECT, f"{where}: cannot connect: {exc.strerror or exc}"
-            ) from None
+        _reader, writer = await open_tcp(
+            self.cfg.host, self.cfg.port, deadline, within=self.cfg.timeout, where=f"{where}: "
+        )
         handshaken = False
         try:
             async with asyncio.timeout_at(deadline):

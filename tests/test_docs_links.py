@@ -148,3 +148,17 @@ def test_runbook_urls_that_point_at_the_docs_reach_a_section() -> None:
 def test_the_readme_is_short() -> None:
     size = (ROOT / "README.md").stat().st_size
     assert size < README_LIMIT, f"README.md is {size} bytes; move reference material to docs/"
+
+
+def test_the_readme_walkthrough_config_is_valid(tmp_path: Path) -> None:
+    # The first-agent walkthrough writes its config with a heredoc: that config must load.
+    from failsight.agent.config import load_config
+
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"cat > my-agent\.yaml <<'EOF'\n(.*?)\nEOF\n", text, re.S)
+    assert match, "the README's walkthrough no longer writes my-agent.yaml"
+    path = tmp_path / "my-agent.yaml"
+    path.write_text(match.group(1) + "\n")
+    config = load_config(path)
+    assert config.agent.vantage == "laptop"
+    assert config.agent.listen == "127.0.0.1:9750"

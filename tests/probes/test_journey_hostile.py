@@ -19,8 +19,7 @@ from failsight.core.check import ProbeContext
 from failsight.core.http import new_session
 from failsight.core.redact import REDACTOR
 from failsight.core.results import Reason, Result
-from failsight.probes import journey as journey_module
-from failsight.probes.journey import MAX_JSON_DEPTH, JourneyCheck, JourneyConfig
+from failsight.probes.journey import MAX_JSON_DEPTH, JourneyCheck, JourneyConfig, untrusted
 from failsight.probes.templating import UnusableVariable, render, render_text
 
 DEEP = 400_000
@@ -178,7 +177,8 @@ async def test_without_the_bound_a_parser_recursion_is_still_extraction(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(journey_module, "MAX_JSON_DEPTH", 10**9)
+    # Patched in journey.untrusted, where parse_json looks it up.
+    monkeypatch.setattr(untrusted, "MAX_JSON_DEPTH", 10**9)
     hostile.answer("/deep", b"[" * DEEP + b"]" * DEEP)
     steps = [{"name": "get", "path": "/deep", "extract": {"first": "$[0]"}}]
     result = await run(hostile, ctx, caplog, steps)
@@ -206,7 +206,7 @@ async def test_a_json_path_that_recurses_or_raises_on_the_document_is_extraction
     def recursing(path: str, document: Any) -> list[Any]:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(journey_module, "find", recursing)
+    monkeypatch.setattr(untrusted, "find", recursing)
     hostile.answer("/ok", {"x": 1})
     for steps in (
         [{"name": "get", "path": "/ok", "expect": {"json": [{"path": "$..x", "equals": 1}]}}],
@@ -514,8 +514,8 @@ async def test_a_poll_over_hostile_values_gives_a_bounded_message(
 
 
 def test_show_and_printable_take_anything() -> None:
-    show: Callable[[Any], str] = journey_module.show
-    printable: Callable[[str, int], str] = journey_module.printable
+    show: Callable[[Any], str] = untrusted.show
+    printable: Callable[[str, int], str] = untrusted.printable
 
     class Weird:
         def __repr__(self) -> str:
