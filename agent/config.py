@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import GenericAlias
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -160,7 +161,8 @@ class CoreConfig(Model):
 def _assemble() -> type[CoreConfig]:
     """The config model: the agent's keys plus one list per kind, from the registry."""
     sections: dict[str, Any] = {
-        kind.key: (list[kind.model], Field(default_factory=list))  # type: ignore[name-defined]
+        # The item type is known only at run time (the registry's kinds), hence GenericAlias.
+        kind.key: (GenericAlias(list, kind.model), Field(default_factory=list))
         for kind in KINDS
         if kind.top_level
     }

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 
 from failsight.agent.scheduler import Scheduler
-from failsight.core.check import Check, ProbeContext, wall_now
+from failsight.core.check import Check, ProbeContext, Run
 from failsight.core.results import Result
 
 
@@ -16,12 +16,12 @@ class Instant(Check):
     kind = "instant"
 
     def __init__(self) -> None:
-        super().__init__(name="instant/x", target="x", interval=3600.0, timeout=1.0)
+        super().__init__(name="instant/x", target="x", interval=3600.0, budget=1.0)
         self.runs = 0
 
-    async def run(self, ctx: ProbeContext) -> Result:
+    async def probe(self, ctx: ProbeContext, run: Run) -> Result:
         self.runs += 1
-        return self.result(ok=True, started_at=wall_now(), duration=0.0)
+        return self.result(run, ok=True, duration=0.0)
 
 
 class TickAgain:
