@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import trustme
 from pydantic import ValidationError
@@ -79,24 +78,6 @@ async def servers() -> AsyncIterator[Servers]:
     for server in s.servers:
         server.close()
         await server.wait_closed()
-
-
-@pytest.fixture
-async def ctx() -> AsyncIterator[ProbeContext]:
-    async with aiohttp.ClientSession() as http:
-        yield ProbeContext(vantage="test", http=http)
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:

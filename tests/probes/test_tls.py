@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import trustme
 from cryptography import x509
@@ -28,24 +27,6 @@ NAME = "orders.example.test"
 DAY = datetime.timedelta(days=1)
 
 Serve = Callable[[ssl.SSLContext | None], Awaitable[int]]
-
-
-@pytest.fixture
-async def ctx() -> AsyncIterator[ProbeContext]:
-    async with aiohttp.ClientSession() as http:
-        yield ProbeContext(vantage="test", http=http)
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 @pytest.fixture
