@@ -143,10 +143,6 @@ class CoreConfig(Model):
         items = value if isinstance(value, list) else [value]
         return tuple(item for item in items if isinstance(item, kind.model))
 
-    def names(self, key: str) -> frozenset[str]:
-        """The names configured under a kind's key (`journeys` -> the journey names)."""
-        return env(self).names.get(key, frozenset())
-
     @property
     def vantages(self) -> tuple[str, ...]:
         return (self.agent.vantage, *(p.name for p in self.peers))

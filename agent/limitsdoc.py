@@ -6,7 +6,7 @@ Regenerate: `.venv/bin/python -m failsight.agent.limitsdoc > docs/limits.md`
 
 from __future__ import annotations
 
-from failsight.agent import api, peers, server, yamlsource
+from failsight.agent import api, peers, server, view, yamlsource
 from failsight.core import configtypes, redact
 from failsight.core.configtypes import human
 from failsight.probes import journal, journey
@@ -149,10 +149,10 @@ def _peer_views() -> str:
     return "## What a peer may send (`/v1/view`)\n\n" + _table(
         [
             ("view body", _size(peers.MAX_VIEW_BYTES), "a peer error; the view is stale"),
-            ("sites in a view", str(peers.MAX_SITES), "a peer error"),
+            ("sites in a view", str(view.MAX_SITES), "a peer error"),
             (
                 "evidence per site",
-                f"{peers.MAX_EVIDENCE} lines of {peers.MAX_EVIDENCE_CHARS} characters",
+                f"{view.MAX_EVIDENCE} lines of {view.MAX_EVIDENCE_CHARS} characters",
                 "cut",
             ),
             (

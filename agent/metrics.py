@@ -6,8 +6,6 @@ from failsight.core.results import Result
 from failsight.core.telemetry import MetricSpec, MetricType, Sample, sample
 from failsight.probes.registry import KINDS
 
-__all__ = ["CATALOGUE", "LATENCY_BUCKETS", "MetricSpec", "MetricType", "Sample", "gauges_of"]
-
 _G, _C, _H = MetricType.GAUGE, MetricType.COUNTER, MetricType.HISTOGRAM
 
 # The agent's own families; each kind declares its own (`Kind.metrics`), added below.

@@ -56,17 +56,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from failsight.agent.logs import result_fields
-from failsight.agent.metrics import (
-    CATALOGUE,
-    LATENCY_BUCKETS,
-    MetricSpec,
-    MetricType,
-    Sample,
-    gauges_of,
-    increments_of,
-)
+from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS, gauges_of, increments_of
 from failsight.agent.otlp_config import OtlpCollectorConfig, Signal
 from failsight.core.results import Result, StepResult
+from failsight.core.telemetry import MetricSpec, MetricType, Sample
 
 log = logging.getLogger(__name__)
 

@@ -13,19 +13,16 @@ import aiohttp
 from pydantic import field_validator
 
 from failsight.agent.control import Action
-from failsight.agent.verdict import MAX_EVIDENCE as MAX_EVIDENCE
-from failsight.agent.verdict import MAX_EVIDENCE_CHARS as MAX_EVIDENCE_CHARS
-from failsight.agent.verdict import MAX_SITES as MAX_SITES
-from failsight.agent.verdict import VantageView, one_line
+from failsight.agent.view import VantageView
 from failsight.core.configtypes import Interval, Model, Name, Secret, Timeout
 from failsight.core.http import classify, read_bounded, ssl_context
-from failsight.core.redact import REDACTOR
+from failsight.core.redact import REDACTOR, excerpt
 
 log = logging.getLogger(__name__)
 
 # A view with every site and MAX_ACTIONS control actions fits well within this; a larger body is
 # refused unread (a peer error), whatever the peer declares. What a view may hold (MAX_SITES,
-# MAX_EVIDENCE...) is checked where it is parsed: VantageView.from_json (agent/verdict.py).
+# MAX_EVIDENCE...) is checked where it is parsed: VantageView.from_json (agent/view.py).
 MAX_VIEW_BYTES = 4 * 1_048_576
 # A peer error (state.error, the API, the log) is one line of at most this many characters.
 MAX_ERROR_CHARS = 300
@@ -54,7 +51,11 @@ class PeerState:
     view: VantageView | None
     fetched_at: float | None  # local wall clock when the view arrived
     error: str | None = None
-    actions: tuple[Action, ...] = ()  # the control actions the peer's view carried
+
+    @property
+    def actions(self) -> tuple[Action, ...]:
+        """The control actions the peer's last view carried."""
+        return self.view.actions if self.view is not None else ()
 
 
 class PeerPoller:
@@ -64,17 +65,15 @@ class PeerPoller:
         self,
         peers: Sequence[PeerConfig],
         http: aiohttp.ClientSession | None,
-        on_view: Callable[[str, PeerState], None] | None = None,
-        on_change: Callable[[], None] | None = None,
+        on_fetch: Callable[[str, PeerState], None] | None = None,
     ) -> None:
         self.peers = list(peers)
         self.http = http
         # Sent to the peers: redacted by value wherever a peer (or anything) echoes it.
         REDACTOR.add(*(p.bearer_token.get_secret_value() for p in self.peers if p.bearer_token))
-        self.on_view = on_view  # called with each view fetched (the agent merges its actions)
-        # Called after every fetch, a view or an error: the agent publishes its status (the API
-        # shows each peer's last error).
-        self.on_change = on_change
+        # Called after every fetch, a view or an error: the agent merges a view's actions and
+        # judges again (the API shows each peer's last error too).
+        self.on_fetch = on_fetch
         self.states: dict[str, PeerState] = {p.name: PeerState(None, None) for p in self.peers}
 
     def views(self) -> list[VantageView]:
@@ -103,7 +102,7 @@ class PeerPoller:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A bug here (or in on_view), not the peer's doing: said loudly, and this peer
+                # A bug here (or in on_fetch), not the peer's doing: said loudly, and this peer
                 # stays polled; an exception escaping would end every peer's polling.
                 log.exception("polling peer %s failed", peer.name)
             await asyncio.sleep(peer.interval)
@@ -139,21 +138,18 @@ class PeerPoller:
         except Exception as exc:  # a bad body from a peer is its fault, not a reason to stop
             error = _error(f"bad view: {exc}")
         else:
-            state = PeerState(view, view.generated_at, None, view.actions)
             if previous.error is not None:
                 log.info("peer %s is reachable again", peer.name)
-            self.states[peer.name] = state
-            if self.on_view is not None:
-                self.on_view(peer.name, state)
-            if self.on_change is not None:
-                self.on_change()
-            return state
+            return self._fetched(peer.name, PeerState(view, view.generated_at))
         if previous.error is None:
             log.warning("cannot fetch the view of peer %s: %s", peer.name, error)
-        state = PeerState(previous.view, previous.fetched_at, error, previous.actions)
-        self.states[peer.name] = state
-        if self.on_change is not None:
-            self.on_change()
+        # The last view is kept (it goes stale by its age), with this fetch's error.
+        return self._fetched(peer.name, PeerState(previous.view, previous.fetched_at, error))
+
+    def _fetched(self, name: str, state: PeerState) -> PeerState:
+        self.states[name] = state
+        if self.on_fetch is not None:
+            self.on_fetch(name, state)
         return state
 
 
@@ -161,4 +157,4 @@ def _error(text: str) -> str:
     """A peer error as state.error keeps it (and the API serves and the log prints it): one
     line, bounded, every secret the process holds redacted. The text may quote the peer's
     bytes (an HTTP parser error does), and a peer may echo what it was sent."""
-    return one_line(" ".join(text.split()), MAX_ERROR_CHARS)
+    return excerpt(" ".join(text.split()), MAX_ERROR_CHARS, unprintable=" ")

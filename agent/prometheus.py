@@ -15,15 +15,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from failsight.agent.metrics import (
-    CATALOGUE,
-    LATENCY_BUCKETS,
-    MetricType,
-    Sample,
-    gauges_of,
-    increments_of,
-)
+from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS, gauges_of, increments_of
 from failsight.core.results import Result
+from failsight.core.telemetry import MetricType, Sample
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 

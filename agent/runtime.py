@@ -27,7 +27,7 @@ from failsight.agent.control import (
     maintenance_holds,
 )
 from failsight.agent.logs import log_result
-from failsight.agent.metrics import CATALOGUE, MetricType, Sample
+from failsight.agent.metrics import CATALOGUE
 from failsight.agent.otlp_config import build_resource
 from failsight.agent.peers import PeerPoller, PeerState
 from failsight.agent.prometheus import PrometheusSink
@@ -38,22 +38,20 @@ from failsight.agent.status import Status, build_status
 from failsight.agent.timeline import Timeline
 from failsight.agent.verdict import (
     FailbackPolicy,
-    SiteOpinion,
     SiteVerdict,
-    VantageView,
     Verdict,
     decide,
     dependency_reasons,
     replication_states,
 )
-from failsight.agent.view import Hysteresis, SiteState, ViewTracker
+from failsight.agent.view import Hysteresis, SiteOpinion, SiteState, VantageView, ViewTracker
 from failsight.agent.yamlsource import ConfigInvalid
 from failsight.core.check import ProbeContext
 from failsight.core.http import new_session
 from failsight.core.results import Result
+from failsight.core.telemetry import MetricType, Sample
 from failsight.core.version import __version__
 from failsight.probes import idp
-from failsight.probes.idp import TokenCache
 from failsight.probes.journal import CleanupJournal, retry_pending
 
 if TYPE_CHECKING:
@@ -101,7 +99,7 @@ class Agent:
         self.port: int | None = None
         self.http: aiohttp.ClientSession | None = None
         # The configured peers, not polled yet (no session): never heard from, so stale.
-        self.peers = PeerPoller(config.peers, None, self._peer_view, self._publish)
+        self.peers = PeerPoller(config.peers, None, self._peer_fetched)
         self._peer_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
@@ -183,9 +181,8 @@ class Agent:
             self.fanout.sinks.remove(old)
         self.otlp = None
         if config.telemetry.otlp:
-            from failsight.agent.otlp import (
-                OtlpSink,  # the SDK and gRPC load only when a collector is set
-            )
+            # The SDK and gRPC load only when a collector is set.
+            from failsight.agent.otlp import OtlpSink
 
             self.otlp = OtlpSink(
                 config.telemetry.otlp,
@@ -206,7 +203,7 @@ class Agent:
         if self._peer_task is not None:
             self._peer_task.cancel()
         known = self.peers.states
-        self.peers = PeerPoller(self.config.peers, self.http, self._peer_view, self._publish)
+        self.peers = PeerPoller(self.config.peers, self.http, self._peer_fetched)
         self.peers.states.update({k: v for k, v in known.items() if k in self.peers.states})
         self._peer_task = self._tg.create_task(self.peers.run(), name="peers")
 
@@ -275,7 +272,9 @@ class Agent:
         return self._scrapes.count if self._scrapes is not None else 0
 
     def _publish(self) -> None:
-        """Publish a new status snapshot (agent/status.py): after every change the API shows."""
+        """Publish a new status snapshot (agent/status.py): after every change the API shows.
+        This vantage's view is built anew: its impairment and control actions are the ones
+        judging has just decided."""
         self.status = build_status(
             self.config,
             ready=self.ready and not self._stopping.is_set(),
@@ -402,8 +401,9 @@ class Agent:
         self._changed.set()
         return action
 
-    def _peer_view(self, peer: str, state: PeerState) -> None:
-        if state.actions:
+    def _peer_fetched(self, peer: str, state: PeerState) -> None:
+        # A view or an error: judge again, which publishes the peer's state with the verdicts.
+        if state.error is None and state.actions:
             self.control.merge(state.actions, source=f"peer {peer}")
         self._changed.set()
 
@@ -578,5 +578,5 @@ def probe_context(
     """What every check run shares: the HTTP session, the IdP token cache and the cleanup
     journal."""
     idps = config.section(idp.KIND)
-    tokens = TokenCache({i.name: i for i in idps}, http) if idps else None
+    tokens = idp.TokenCache({i.name: i for i in idps}, http) if idps else None
     return ProbeContext(vantage=config.agent.vantage, http=http, tokens=tokens, journal=journal)

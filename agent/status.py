@@ -20,7 +20,8 @@ from failsight.agent.config import Config
 from failsight.agent.control import Action, ActionKind
 from failsight.agent.peers import PeerState
 from failsight.agent.timeline import MAX_POINTS_PER_SITE, Point, Timeline
-from failsight.agent.verdict import SiteVerdict, VantageView
+from failsight.agent.verdict import SiteVerdict
+from failsight.agent.view import VantageView
 from failsight.core.results import Result
 
 if TYPE_CHECKING:

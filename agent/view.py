@@ -1,11 +1,17 @@
-"""This vantage's view of each site: flap-damped state from critical journey results."""
+"""This vantage's view of each site: flap-damped state from critical journey results, and the
+view's wire format (`VantageView`: what /v1/view serves and what a peer's agent reads back)."""
 
 from __future__ import annotations
 
 import enum
+import itertools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
+from failsight.agent.control import MAX_ACTIONS, Action
+from failsight.core.redact import excerpt
 from failsight.core.results import DependsOn, Result, VantageReach
 
 
@@ -238,3 +244,190 @@ def describe_failure(result: Result) -> str:
     reason = f" [{result.reason.value}]" if result.reason else ""
     detail = step.message if step else result.message
     return f"journey {result.target} failed{where}{reason}: {detail}"
+
+
+# --- the view wire format: what /v1/view serves and what a peer's agent reads back ----------
+
+# More sites than this in one view is no agent's view: refused as a whole.
+MAX_SITES = 1024
+# A site name longer than a configured one can be (core.configtypes.Name) names no site here.
+MAX_SITE_NAME = 128
+# Evidence lines kept per site, and their length.
+MAX_EVIDENCE = 10
+MAX_EVIDENCE_CHARS = 500
+# The peer's own values quoted in an error are cut to this.
+SHOWN_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SiteOpinion:
+    state: SiteState
+    since: float = 0.0
+    evidence: tuple[str, ...] = ()
+    last_run_at: float | None = None  # the vantage's own clock: compared only with itself
+    flapping: bool = False
+    episode_since: float | None = None
+    failures: int = 0  # consecutive failed critical runs (shown; the verdict reads `state`)
+    successes: int = 0  # consecutive successful critical runs
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state.value,
+            "since": self.since,
+            "evidence": list(self.evidence),
+            "consecutive_failures": self.failures,
+            "consecutive_successes": self.successes,
+            "last_run_at": self.last_run_at,
+            "flapping": self.flapping,
+            "episode_since": self.episode_since,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VantageView:
+    """One vantage's view of every site: the verdict's input, and the one owner of the
+    `/v1/view` wire format (`to_json` serves it, `from_json` reads a peer's)."""
+
+    vantage: str
+    generated_at: float
+    sites: Mapping[str, SiteOpinion]
+    every_site_failing: bool = False
+    self_check: bool | None = None  # the vantage's self-check: None when it has none
+    # Shown to people and peers; the verdict does not read them from a view.
+    impaired: bool = False  # the vantage's own judgement: its views do not vote
+    control_clock: int = 0  # the vantage's control-register Lamport clock
+    # Holds, failbacks and latches travel with the view: every agent converges on them.
+    actions: tuple[Action, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "vantage": self.vantage,
+            "generated_at": self.generated_at,
+            "impaired": self.impaired,
+            "every_site_failing": self.every_site_failing,
+            "self_check": self.self_check,
+            "sites": {site: opinion.to_json() for site, opinion in self.sites.items()},
+            "control": {
+                "clock": self.control_clock,
+                "actions": [a.to_json() for a in self.actions],
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: object, *, expected: str, received_at: float) -> VantageView:
+        """A peer's `/v1/view` body; ValueError if it is not one.
+
+        Freshness is judged by when *we* received the view, not the peer's `generated_at`:
+        the peer's clock may be skewed from ours, and a fetched view is exactly as fresh as
+        the fetch.
+
+        Every value it returns is of the type the verdict expects (finite times, bounded
+        strings): a field of the wrong type is ignored (taken as absent), a site name no
+        configured site can have is skipped, and only what makes the whole view meaningless
+        (no sites, a site that is not an object or has no known state, the wrong vantage, bad
+        control actions) refuses it.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError("not a JSON object")
+        vantage = data.get("vantage")
+        if vantage != expected:
+            raise ValueError(f"reports vantage {_shown(vantage)}, expected {expected!r}")
+        sites = data.get("sites")
+        if not isinstance(sites, Mapping):
+            raise ValueError("has no sites")
+        if len(sites) > MAX_SITES:
+            raise ValueError(f"reports {len(sites)} sites, more than {MAX_SITES}")
+        opinions: dict[str, SiteOpinion] = {}
+        for site, body in sites.items():
+            if not isinstance(site, str) or not _is_site_name(site):
+                continue  # no configured site has this name: nothing here would ever read it
+            if not isinstance(body, Mapping):
+                raise ValueError(f"site {_shown(site)} is not an object")
+            state = body.get("state")
+            if not isinstance(state, str) or state not in _STATES:
+                raise ValueError(f"site {_shown(site)} has state {_shown(state)}")
+            opinions[site] = SiteOpinion(
+                state=SiteState(state),
+                since=_time(body.get("since")) or 0.0,
+                evidence=_evidence(body.get("evidence")),
+                last_run_at=_time(body.get("last_run_at")),
+                flapping=body.get("flapping") is True,
+                episode_since=_time(body.get("episode_since")),
+                failures=_count(body.get("consecutive_failures")),
+                successes=_count(body.get("consecutive_successes")),
+            )
+        every = data.get("every_site_failing")
+        self_check = data.get("self_check")
+        clock, actions = _control(data.get("control"))
+        return cls(
+            vantage=expected,
+            generated_at=received_at,
+            sites=MappingProxyType(opinions),
+            # An older agent only says `impaired` (its own judgement): take it as such.
+            every_site_failing=every if isinstance(every, bool) else data.get("impaired") is True,
+            self_check=self_check if isinstance(self_check, bool) else None,
+            impaired=data.get("impaired") is True,
+            control_clock=clock,
+            actions=actions,
+        )
+
+
+_STATES = frozenset(s.value for s in SiteState)
+
+
+def _control(control: object) -> tuple[int, tuple[Action, ...]]:
+    """The clock and control actions a view carries (`control`); ValueError if bad."""
+    if control is None:
+        return 0, ()
+    actions = control.get("actions") if isinstance(control, Mapping) else None
+    if not isinstance(control, Mapping) or not isinstance(actions, list):
+        raise ValueError("control.actions is not a list of at most 4096 actions")
+    if len(actions) > MAX_ACTIONS:
+        raise ValueError("control.actions is not a list of at most 4096 actions")
+    return _count(control.get("clock")), tuple(Action.from_json(a) for a in actions)
+
+
+def _is_site_name(name: str) -> bool:
+    # What failsight.core.configtypes.Name lets a configured site be called.
+    return (
+        0 < len(name) <= MAX_SITE_NAME
+        and name == name.strip()
+        and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+    )
+
+
+def _evidence(value: object) -> tuple[str, ...]:
+    """Up to MAX_EVIDENCE lines of text; anything else in the list is dropped."""
+    if not isinstance(value, list):
+        return ()
+    lines = (excerpt(e, MAX_EVIDENCE_CHARS, unprintable=" ") for e in value if isinstance(e, str))
+    return tuple(itertools.islice(lines, MAX_EVIDENCE))
+
+
+def _shown(value: object) -> str:
+    """A peer's value, as an error quotes it: never a repr of a megabyte or of a structure
+    nested a thousand deep."""
+    if isinstance(value, str):
+        return repr(excerpt(value, SHOWN_CHARS, unprintable=" "))
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value) if not isinstance(value, int) or abs(value) < 10**20 else "a number"
+    return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+
+
+def _time(value: object) -> float | None:
+    """A Unix time (finite, from 1970 to the year 5138), or None."""
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value < 1e11
+    ):
+        return float(value)
+    return None
+
+
+def _count(value: object) -> int:
+    """A count (a non-negative JSON integer below 2**53), or 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    return 0

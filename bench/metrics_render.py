@@ -27,9 +27,10 @@ from prometheus_client import generate_latest
 from prometheus_client.utils import floatToGoString
 
 from bench.blackbox import PROBER_CPU, two_cores, write_summary
-from failsight.agent.metrics import CATALOGUE, MetricType
+from failsight.agent.metrics import CATALOGUE
 from failsight.agent.prometheus import PrometheusSink, _Histogram
 from failsight.core.results import Reason, Result, StepResult
+from failsight.core.telemetry import MetricType
 
 STEPS = ("submit-order", "allocate", "pick", "ship", "invoice")
 

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from failsight.core.check import Check, ProbeContext, Run
 from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Timeout
 from failsight.core.kind import Env, Kind, Loc
-from failsight.core.redact import excerpt, redact
+from failsight.core.redact import excerpt
 from failsight.core.results import Measurement, Reason, Remark, Result
 from failsight.core.telemetry import MetricSpec, MetricType
 
@@ -332,7 +332,7 @@ class DnsCheck(Check):
             yield Remark(
                 self.expect_site,
                 f"DNS: {self.cfg.name} should resolve to {self.expect_site} but "
-                f"{redact(message) or 'does not'} (resolver {resolver})",
+                f"{message or 'does not'} (resolver {resolver})",
             )
 
 

@@ -33,7 +33,7 @@ from failsight.core.configtypes import (
 )
 from failsight.core.http import classify, read_bounded, ssl_context
 from failsight.core.kind import Endpoint, Env, Kind
-from failsight.core.redact import REDACTOR, basic_credentials, excerpt, redact
+from failsight.core.redact import REDACTOR, basic_credentials, excerpt
 from failsight.core.results import CheckFailure, Measurement, Reason, Remark, Result
 from failsight.core.telemetry import MetricSpec, MetricType
 
@@ -621,8 +621,7 @@ class IdpCheck(Check):
     def failed(self, reason: Reason, message: str, run: Run, **fields: Any) -> Result:
         """A failed run, the hard limit's included, tells every site's verdict that the IdP
         is failing: journeys that authenticate through it fail for that, not the site."""
-        # The message as the API shows it: with every secret the process holds redacted.
-        remark = Remark(None, f"IdP {self.target} is failing [{reason}]: {redact(message)}")
+        remark = Remark(None, f"IdP {self.target} is failing [{reason}]: {message}")
         fields.setdefault("evidence", (*self.standing_evidence, remark))
         return super().failed(reason, message, run, **fields)
 

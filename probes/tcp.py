@@ -137,9 +137,7 @@ class TcpCheck(Check):
         return f"[{host}]:{self.cfg.port}" if ":" in host else f"{host}:{self.cfg.port}"
 
     async def probe(self, ctx: ProbeContext, run: Run) -> Result:
-        loop = asyncio.get_running_loop()
-        # The loop's clock need not be time.monotonic: carry the run's deadline over to it.
-        deadline = loop.time() + run.remaining()
+        deadline = run.loop_deadline()
         phases: dict[str, float] = {}
         facts: dict[str, object] = {
             "host": self.cfg.host,

@@ -151,9 +151,7 @@ class TlsCheck(Check):
         return f"{self.cfg.host}:{self.cfg.port}"
 
     async def probe(self, ctx: ProbeContext, run: Run) -> Result:
-        # The run's deadline on the loop's clock (asyncio.timeout_at's), which an installed
-        # loop (uvloop) may keep apart from time.monotonic.
-        deadline = asyncio.get_running_loop().time() + run.remaining()
+        deadline = run.loop_deadline()
         facts: dict[str, object] = {
             "target": self.cfg.name,
             "host": self.cfg.host,

@@ -99,6 +99,16 @@ class Run:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    def loop_deadline(self) -> float:
+        """The deadline on the event loop's clock, as asyncio.timeout_at wants it."""
+        return loop_time(self.deadline)
+
+
+def loop_time(monotonic: float) -> float:
+    """A time.monotonic() instant on the running loop's clock: the default loop's clock is
+    time.monotonic, but an installed loop (uvloop) may keep its own, so translate."""
+    return asyncio.get_running_loop().time() + (monotonic - time.monotonic())
+
 
 class Check(abc.ABC):
     """One scheduled probe of one configured object (a journey at one site, a cluster, ...).

@@ -126,12 +126,12 @@ def redact(value: str) -> str:
     return REDACTOR.text(value)
 
 
-def excerpt(text: str, limit: int = 64) -> str:
-    """Text a target sent, as a message may quote it: printable (anything else becomes `?`),
-    cut to `limit` characters, every secret the process holds redacted before the cut (a cut
-    secret is no longer recognised)."""
+def excerpt(text: str, limit: int = 64, *, unprintable: str = "?") -> str:
+    """Text a target (or a peer) sent, as a message may quote it: on one line, every character
+    that is not printable replaced by `unprintable`, cut to `limit` characters, every secret
+    the process holds redacted before the cut (a cut secret is no longer recognised)."""
     whole = redact(text[: limit + 2048])
-    shown = "".join(c if c.isprintable() else "?" for c in whole[:limit])
+    shown = "".join(c if c.isprintable() else unprintable for c in whole[:limit])
     return shown + "..." if len(whole) > limit or len(text) > limit + 2048 else shown
 
 

@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from failsight.core.check import loop_time
 from failsight.core.configtypes import Secret
 from failsight.core.redact import REDACTOR
 from failsight.core.results import CheckFailure, Reason
@@ -275,7 +276,7 @@ class Server:
                 f"{last.message} (not retried for another {self.retry_at - now:.1f}s)",
             )
         try:
-            async with asyncio.timeout_at(_loop_time_of(deadline)):
+            async with asyncio.timeout_at(loop_time(deadline)):
                 result = await self._use(work)
         except asyncio.CancelledError:
             raise
@@ -353,13 +354,6 @@ def _is_connection_error(exc: BaseException) -> bool:
         | asyncpg.OperatorInterventionError
         | asyncpg.InterfaceError,
     ) and not isinstance(exc, asyncpg.QueryCanceledError)
-
-
-def _loop_time_of(mono_deadline: float) -> float:
-    # asyncio.timeout_at wants the loop's clock; the loop's default clock is time.monotonic,
-    # but an installed loop (uvloop) may differ, so translate.
-    loop = asyncio.get_running_loop()
-    return loop.time() + (mono_deadline - time.monotonic())
 
 
 # --------------------------------------------------------------------------------------------

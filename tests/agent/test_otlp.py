@@ -18,11 +18,12 @@ import trustme
 from pydantic import ValidationError
 
 from failsight.agent.logs import JsonFormatter, LogsConfig, configure_logging, log_result
-from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS, Sample
+from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS
 from failsight.agent.otlp import OtlpSink
 from failsight.agent.otlp_config import OtlpCollectorConfig, build_resource
 from failsight.core.check import new_run_id, new_span_id, new_trace_id
 from failsight.core.results import Measurement, Reason, Result, StepResult
+from failsight.core.telemetry import Sample
 from tests.fixtures.otlp_receiver import (
     BlackHole,
     GrpcReceiver,

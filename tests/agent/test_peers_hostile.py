@@ -22,8 +22,8 @@ from aiohttp import web
 
 from failsight.agent.control import ControlStore
 from failsight.agent.peers import MAX_VIEW_BYTES, PeerConfig, PeerPoller, PeerState
-from failsight.agent.verdict import SiteOpinion, VantageView, decide
-from failsight.agent.view import SiteState
+from failsight.agent.verdict import decide
+from failsight.agent.view import SiteOpinion, SiteState, VantageView
 from failsight.core.http import new_session
 from failsight.core.redact import REDACTED, REDACTOR
 

@@ -6,7 +6,7 @@ import pytest
 
 from failsight.agent.demo.simulator import Fault, Platform
 from failsight.agent.runtime import Agent
-from failsight.agent.verdict import VantageView
+from failsight.agent.view import VantageView
 from tests.fixtures.platform import (
     VANTAGES,
     get_json,

@@ -21,8 +21,7 @@ from failsight.agent.config import Config
 from failsight.agent.control import Action, ActionKind
 from failsight.agent.runtime import Agent
 from failsight.agent.status import Status
-from failsight.agent.verdict import SiteOpinion, VantageView
-from failsight.agent.view import SiteState
+from failsight.agent.view import SiteOpinion, SiteState, VantageView
 from failsight.core.results import Reason, Result, StepResult
 from tests.fixtures.platform import running_agent, wait_for
 

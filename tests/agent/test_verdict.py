@@ -10,14 +10,12 @@ from failsight.agent.control import Controls, Hold, Latch
 from failsight.agent.verdict import (
     FailbackPolicy,
     ReplicationState,
-    SiteOpinion,
     SiteVerdict,
-    VantageView,
     Verdict,
     decide,
     judge_vantages,
 )
-from failsight.agent.view import SiteState
+from failsight.agent.view import SiteOpinion, SiteState, VantageView
 
 NOW = 1_000.0
 SITES = [("aws", "primary"), ("gcp", "standby")]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from failsight.agent.metrics import CATALOGUE, MetricType
+from failsight.agent.metrics import CATALOGUE
+from failsight.core.telemetry import MetricType
 from tests.fixtures.grafana import (
     DASHBOARDS,
     DATASOURCE,

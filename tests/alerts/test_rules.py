@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from failsight.agent.cli import main
 from failsight.agent.config import load_config
-from failsight.agent.metrics import CATALOGUE, MetricType
+from failsight.agent.metrics import CATALOGUE
 from failsight.agent.rules import RulesInput, render_rules, rules_input
 from failsight.agent.slo import SloConfig
+from failsight.core.telemetry import MetricType
 from tests.fixtures.prometheus import (
     WebhookRecorder,
     alertmanager_example_config,
