@@ -31,20 +31,20 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def _load(path: str) -> Config | None:
+def _load(paths: Sequence[str]) -> Config | None:
     try:
-        return load_config(path)
+        return load_config(*paths)
     except ConfigInvalid as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return None
 
 
-def _load_for_start(path: str) -> Config | int:
+def _load_for_start(paths: Sequence[str]) -> Config | int:
     """The config for a command that starts work (`run`, `once`), or its exit code: 1 when
-    the file cannot be read at all (a start-up failure, one line), 2 when it is invalid."""
+    a file cannot be read at all (a start-up failure, one line), 2 when it is invalid."""
     try:
-        return load_config(path)
+        return load_config(*paths)
     except ConfigUnreadable as exc:
         print(f"failsight: {exc.errors[0]}", file=sys.stderr)
         return EXIT_FAILED
@@ -57,7 +57,7 @@ def _load_for_start(path: str) -> Config | int:
 def cmd_validate(args: argparse.Namespace) -> int:
     if _load(args.file) is None:
         return EXIT_INVALID
-    print(f"{args.file}: ok")
+    print(f"{' + '.join(args.file)}: ok")
     return EXIT_OK
 
 
@@ -124,7 +124,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
         inp = rules_input(config, failover_for=args.failover_for, runbook_base=args.runbook_base)
         print(render_rules(inp), end="")
     except ValueError as exc:
-        print(f"{args.config}: cannot generate rules: {exc}", file=sys.stderr)
+        print(f"{' + '.join(args.config)}: cannot generate rules: {exc}", file=sys.stderr)
         return EXIT_INVALID
     return EXIT_OK
 
@@ -242,6 +242,19 @@ def cmd_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_option(
+    command: argparse.ArgumentParser, *, required: bool = True, help: str = "the config file"
+) -> None:
+    command.add_argument(
+        "--config",
+        action="append",
+        required=required,
+        metavar="FILE",
+        help=f"{help}; give it again to merge more files in order: mappings merge key by key, "
+        "a later file's list or value replaces the earlier one (docs/configuration.md)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="failsight", description=__doc__)
     p.add_argument(
@@ -251,18 +264,20 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent until SIGTERM/SIGINT; SIGHUP reloads")
-    run.add_argument("--config", required=True)
+    _config_option(run)
     run.set_defaults(func=cmd_run)
     val = sub.add_parser("validate", help="check a config file; exit 2 listing every error")
-    val.add_argument("file")
+    val.add_argument(
+        "file", nargs="+", help="the config; several files are merged in order, as --config does"
+    )
     val.set_defaults(func=cmd_validate)
     once = sub.add_parser("once", help="run each check once, print results, exit 1 on failure")
-    once.add_argument("--config", required=True)
+    _config_option(once)
     once.add_argument("--check", help="only checks whose name or target is this")
     once.add_argument("--json", action="store_true", help="one JSON object per result")
     once.set_defaults(func=cmd_once)
     rules = sub.add_parser("rules", help="print the Prometheus rules generated from the config")
-    rules.add_argument("--config", required=True)
+    _config_option(rules)
     rules.add_argument(
         "--failover-for",
         type=_duration_arg,
@@ -290,7 +305,9 @@ def parser() -> argparse.ArgumentParser:
         control.add_argument(
             "--agent", help="the agent's API base URL (default: --config's listen, or :9747)"
         )
-        control.add_argument("--config", help="take the agent URL and admin token from this")
+        _config_option(
+            control, required=False, help="take the agent URL and admin token from this config"
+        )
         control.add_argument(
             "--token-file", help="file holding agent.admin_token (or FAILSIGHT_ADMIN_TOKEN)"
         )

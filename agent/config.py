@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,14 @@ from failsight.agent.logs import LogsConfig
 from failsight.agent.otlp_config import OtlpCollectorConfig
 from failsight.agent.peers import PeerConfig
 from failsight.agent.slo import SloConfig
-from failsight.agent.yamlsource import ConfigError, ConfigInvalid, SourceMap, load_yaml
+from failsight.agent.yamlsource import (
+    ConfigError,
+    ConfigInvalid,
+    ConfigUnreadable,
+    SourceMap,
+    load_yaml,
+    merge_sources,
+)
 from failsight.core.check import Check
 from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
 from failsight.core.kind import Endpoint, Env, Kind, Loc, SiteRef, duplicates
@@ -193,23 +201,43 @@ def plan(config: CoreConfig) -> list[Check]:
     return [check for kind in KINDS for check in kind.plan(config.section(kind), where)]
 
 
-def load_config(path: str | Path) -> Config:
-    """Load and validate a config file. Raises ConfigInvalid listing every problem."""
-    data, smap = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigInvalid([smap.error((), "the config must be a mapping of top-level keys")])
+def load_config(*paths: str | Path) -> Config:
+    """Load and validate a config, from one file or several merged in order (later files merge
+    over earlier ones, see `merge_sources`). Raises ConfigInvalid listing every problem, in
+    every file; ConfigUnreadable when a file cannot be read at all."""
+    if not paths:
+        raise TypeError("load_config needs at least one file")
+    files = [str(p) for p in paths]
+    loaded: list[tuple[Any, SourceMap]] = []
+    problems: list[ConfigError] = []
+    for path in paths:
+        try:
+            data, smap = load_yaml(path)
+        except ConfigUnreadable:
+            raise
+        except ConfigInvalid as exc:
+            problems += exc.errors  # keep reading: every file's problems in one answer
+            continue
+        if not isinstance(data, dict):
+            problems.append(smap.error((), "the config must be a mapping of top-level keys"))
+            continue
+        loaded.append((data, smap))
+    if problems:
+        raise ConfigInvalid(problems, files)
+    data, smap = functools.reduce(merge_sources, loaded)
     try:
         try:
             config = Config.model_validate(data)
         except ValidationError as exc:
-            raise ConfigInvalid([_from_pydantic(err, smap) for err in exc.errors()]) from None
+            errors = [_from_pydantic(err, smap) for err in exc.errors()]
+            raise ConfigInvalid(errors, files) from None
         errors = [smap.error(loc, message) for loc, message in semantic_errors(config)]
         if errors:
-            raise ConfigInvalid(errors)
+            raise ConfigInvalid(errors, files)
     except ConfigInvalid as exc:
         # A `${env:…}`/`${file:…}` value put in a field that quotes what it refuses (an
         # interval, a site list) must not be printed: redact every value the loader resolved.
-        raise smap.redacted(exc) from None
+        raise smap.redacted(exc, files) from None
     # From here on the process redacts this config's secrets from everything it emits.
     REDACTOR.add(*secrets_in(config))
     return config

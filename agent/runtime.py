@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -69,9 +69,16 @@ class Agent:
     """One vantage's agent. `run()` returns after SIGTERM/SIGINT (or `stop()`) once in-flight
     runs have finished or the grace period is over."""
 
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | Sequence[str] | None = None) -> None:
         self.config = config
-        self.config_path = config_path
+        # The files SIGHUP re-reads, merged in this order (`--config A --config B`).
+        self.config_paths: tuple[str, ...] = (
+            ()
+            if config_path is None
+            else (config_path,)
+            if isinstance(config_path, str)
+            else tuple(config_path)
+        )
         self.prometheus = PrometheusSink(config.agent.vantage)
         self.views = ViewTracker(
             tuple(s.name for s in config.sites),
@@ -218,17 +225,17 @@ class Agent:
 
     def reload(self) -> bool:
         """Re-read the config file; an invalid one is refused and the running config stays."""
-        if self.config_path is None or self.scheduler is None:
+        if not self.config_paths or self.scheduler is None:
             return False
         try:
-            new = load_config(self.config_path)
+            new = load_config(*self.config_paths)
         except ConfigInvalid as exc:
             log.error("reload refused, the running config stays in force:\n%s", exc)
             return False
         if new.agent.listen != self.config.agent.listen:
             log.warning("agent.listen changed; it takes effect only after a restart")
         self.apply(new)
-        log.info("config reloaded from %s", self.config_path)
+        log.info("config reloaded from %s", " + ".join(self.config_paths))
         return True
 
     def apply(self, new: Config) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,14 @@ class ConfigError:
 class ConfigInvalid(Exception):
     """The config was refused; `errors` holds every problem found, in file order."""
 
-    def __init__(self, errors: list[ConfigError]) -> None:
-        self.errors = sorted(errors, key=lambda e: (e.line, [str(p) for p in e.loc]))
+    def __init__(self, errors: list[ConfigError], files: Sequence[str] = ()) -> None:
+        # Files in the order given (errors from `--config A --config B` list A's first), then
+        # lines in file order.
+        order = {name: index for index, name in enumerate(dict.fromkeys(files))}
+        self.errors = sorted(
+            errors,
+            key=lambda e: (order.get(e.file, len(order)), e.file, e.line, [str(p) for p in e.loc]),
+        )
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
@@ -99,24 +106,77 @@ class SourceMap:
     file: str
     lines: dict[Loc, int] = field(default_factory=dict)
     resolved: set[str] = field(default_factory=set)
+    # After merging several files (`--config A --config B`): the file each location was
+    # written in, where it is not `file` (the first one).
+    files: dict[Loc, str] = field(default_factory=dict)
 
-    def redacted(self, exc: ConfigInvalid) -> ConfigInvalid:
+    def redacted(self, exc: ConfigInvalid, files: Sequence[str] = ()) -> ConfigInvalid:
         """The same errors with every resolved reference value replaced by `[redacted]`."""
         redactor = Redactor(self.resolved)
         if not redactor:
             return exc
-        return ConfigInvalid([replace(e, message=redactor.text(e.message)) for e in exc.errors])
+        errors = [replace(e, message=redactor.text(e.message)) for e in exc.errors]
+        return ConfigInvalid(errors, files)
 
-    def line_of(self, loc: Loc) -> int:
+    def _known(self, loc: Loc) -> Loc | None:
         # A missing key is reported at its parent mapping: walk up until a known location.
         for end in range(len(loc), -1, -1):
-            line = self.lines.get(tuple(loc[:end]))
-            if line is not None:
-                return line
-        return 1
+            if tuple(loc[:end]) in self.lines:
+                return tuple(loc[:end])
+        return None
+
+    def line_of(self, loc: Loc) -> int:
+        known = self._known(loc)
+        return 1 if known is None else self.lines[known]
+
+    def file_of(self, loc: Loc) -> str:
+        known = self._known(loc)
+        return self.file if known is None else self.files.get(known, self.file)
 
     def error(self, loc: Loc, message: str) -> ConfigError:
-        return ConfigError(self.file, self.line_of(loc), tuple(loc), message)
+        return ConfigError(self.file_of(loc), self.line_of(loc), tuple(loc), message)
+
+
+def merge_sources(
+    base: tuple[Any, SourceMap], over: tuple[Any, SourceMap]
+) -> tuple[Any, SourceMap]:
+    """`over` laid on `base`, as `--config BASE --config OVER` reads them: mappings merge key by
+    key, recursively; a list or a scalar in `over` replaces the value in `base` whole (merging
+    lists item by item would make `peers` or `sites` impossible to shorten). Each location keeps
+    the file and line it was written at, so errors point into the right file."""
+    replaced: set[Loc] = set()  # where over's value won, subtree and all
+
+    def walk(old: Any, new: Any, loc: Loc) -> Any:
+        if isinstance(old, dict) and isinstance(new, dict):
+            out = dict(old)
+            for key, value in new.items():
+                child = (*loc, key)
+                if key in old:
+                    out[key] = walk(old[key], value, child)
+                else:
+                    out[key] = value
+                    replaced.add(child)
+            return out
+        replaced.add(loc)
+        return new
+
+    data = walk(base[0], over[0], ())
+    old_map, new_map = base[1], over[1]
+
+    def under_replaced(loc: Loc) -> bool:
+        return any(loc[:end] in replaced for end in range(len(loc) + 1))
+
+    merged = SourceMap(old_map.file, resolved=old_map.resolved | new_map.resolved)
+    for loc, line in old_map.lines.items():
+        if not under_replaced(loc):
+            merged.lines[loc] = line
+            if loc in old_map.files:
+                merged.files[loc] = old_map.files[loc]
+    for loc, line in new_map.lines.items():
+        if under_replaced(loc) or loc not in merged.lines:
+            merged.lines[loc] = line
+            merged.files[loc] = new_map.file_of(loc)
+    return data, merged
 
 
 def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:

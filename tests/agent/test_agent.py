@@ -162,7 +162,7 @@ async def test_removed_checks_leave_no_stale_series(
     assert 'journey="order-to-invoice",site="gcp-euw1"' in metrics
 
 
-async def _start_cli(path: Path) -> asyncio.subprocess.Process:
+async def _start_cli(path: Path | list[Path]) -> asyncio.subprocess.Process:
     return await start_agent_process(
         path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -204,6 +204,33 @@ async def test_sigterm_exits_zero_after_cleanups(platform: Platform, tmp_path: P
             await proc.wait()
     assert platform.state("aws-use1").synthetic_orders == 0
     assert platform.state("gcp-euw1").synthetic_orders == 0
+
+
+async def test_sighup_rereads_every_config_file_in_order(
+    platform: Platform, tmp_path: Path
+) -> None:
+    shared, vantage = tmp_path / "shared.yaml", tmp_path / "vantage.yaml"
+    shared.write_text(yaml.safe_dump(demo_config_data(platform)))
+    vantage.write_text("agent: {cloud_region: us-east-1}\n")
+    proc = await _start_cli([shared, vantage])
+    try:
+        await _read_until(proc, "listening on")
+        vantage.write_text("agent: {cloud_region: us-east-1}\nsurprise: 1\n")
+        proc.send_signal(signal.SIGHUP)
+        log = await _read_until(proc, "reload refused")
+        assert f"{vantage}:2: surprise: unknown key" in log
+        vantage.write_text("agent: {cloud_region: us-east-1}\n")
+        proc.send_signal(signal.SIGHUP)
+        log = await _read_until(proc, "config reloaded")
+        assert f"config reloaded from {shared} + {vantage}" in log
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await proc.communicate()
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def test_sighup_with_a_bad_file_keeps_the_old_config(

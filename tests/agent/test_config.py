@@ -294,3 +294,116 @@ def test_weekly_maintenance_windows_open_and_close_on_their_days() -> None:
     holds = maintenance_holds([window], at("2026-12-06T23:30:00+00:00"))
     assert holds["aws-use1"].by == "maintenance patching"
     assert holds["aws-use1"].source == "maintenance"
+
+
+# --------------------------------------------------------------------------------------------
+# Several files: `--config A --config B` (one shared config, one file per cloud)
+
+SHARED = """\
+agent:
+  vantage: placeholder
+  listen: 127.0.0.1:9747
+sites:
+  - name: aws-use1
+    role: primary
+    base_url: http://127.0.0.1:1
+  - name: gcp-euw1
+    role: standby
+    base_url: http://127.0.0.1:2
+peers:
+  - {name: gcp-euw1, url: http://127.0.0.1:3}
+  - {name: azure-weu, url: http://127.0.0.1:4}
+"""
+
+VANTAGE = """\
+agent:
+  vantage: gcp-euw1
+  cloud_provider: gcp
+peers:
+  - {name: aws-use1, url: http://127.0.0.1:5}
+"""
+
+
+def two_files(tmp_path: Path, over: str, shared: str = SHARED) -> tuple[Path, Path]:
+    a, b = tmp_path / "shared.yaml", tmp_path / "vantage.yaml"
+    a.write_text(shared)
+    b.write_text(textwrap.dedent(over))
+    return a, b
+
+
+def test_later_files_merge_mappings_and_replace_lists(tmp_path: Path) -> None:
+    config = load_config(*two_files(tmp_path, VANTAGE))
+    # Mappings merge key by key: listen survives from the shared file.
+    assert config.agent.vantage == "gcp-euw1"
+    assert config.agent.cloud_provider == "gcp"
+    assert str(config.agent.listen) == "127.0.0.1:9747"
+    # A list is replaced whole, never merged item by item: the shared file's gcp-euw1 peer
+    # (this agent's own vantage here) is gone, not kept beside the new one.
+    assert [(p.name, str(p.url)) for p in config.peers] == [("aws-use1", "http://127.0.0.1:5")]
+    assert [s.name for s in config.sites] == ["aws-use1", "gcp-euw1"]
+    # The order matters: the same files the other way round give the shared file's values.
+    a, b = two_files(tmp_path, VANTAGE)
+    assert load_config(b, a).agent.vantage == "placeholder"
+
+
+def test_errors_name_the_file_and_line_each_key_came_from(tmp_path: Path) -> None:
+    over = """\
+    agent:
+      vantage: gcp-euw1
+      interval_typo: 1
+    """
+    shared = SHARED.replace("base_url: http://127.0.0.1:2", "base_url: ftp://x")
+    a, b = two_files(tmp_path, over, shared)
+    with pytest.raises(ConfigInvalid) as info:
+        load_config(a, b)
+    got = [str(e).replace(str(a), "A").replace(str(b), "B") for e in info.value.errors]
+    assert got[0].startswith("A:10: sites.1.base_url: ")  # the shared file's own key
+    assert "B:3: agent.interval_typo: unknown key" in got  # the second file's key, its line
+    # The shared file's errors are listed first: the order the files were given.
+    assert [e[0] for e in got] == ["A", "B"]
+    # Cross-checks (after the model) point into the right file too.
+    a, b = two_files(tmp_path, VANTAGE + "  - {name: aws-use1, url: http://127.0.0.1:6}\n")
+    with pytest.raises(ConfigInvalid) as info:
+        load_config(a, b)
+    assert [(e.file, e.line, e.loc) for e in info.value.errors] == [
+        (str(b), 6, ("peers", 1, "name"))
+    ]
+
+
+def test_every_files_syntax_errors_are_reported_in_one_answer(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("agent: [unclosed\n")
+    b.write_text("- a list\n")
+    with pytest.raises(ConfigInvalid) as info:
+        load_config(a, b)
+    files = [e.file for e in info.value.errors]
+    assert files == [str(a), str(b)]
+    assert "the config must be a mapping" in info.value.errors[1].message
+
+
+def test_a_secret_from_one_file_is_redacted_in_errors_about_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAILSIGHT_TEST_SECRET", "s3cr3t-in-shared")
+    shared = SHARED + "verdict:\n  peer_stale_after: ${env:FAILSIGHT_TEST_SECRET}\n"
+    a, b = two_files(tmp_path, VANTAGE, shared)
+    with pytest.raises(ConfigInvalid) as info:
+        load_config(a, b)
+    text = str(info.value)
+    assert "s3cr3t-in-shared" not in text
+    assert "verdict.peer_stale_after" in text
+
+
+def test_validate_and_rules_take_several_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = two_files(tmp_path, VANTAGE)
+    assert main(["validate", str(a), str(b)]) == 0
+    assert capsys.readouterr().out == f"{a} + {b}: ok\n"
+    assert main(["rules", "--config", str(a), "--config", str(b)]) == 0
+    rules = capsys.readouterr().out
+    # The vantages the rules count are the merged config's: this one and its only peer.
+    assert 'vantage=~"aws-use1|gcp-euw1"' in rules
+    b.write_text("agent: {vantage: [not, a, name]}\n")
+    assert main(["validate", str(a), str(b)]) == 2
+    assert f"{b}:1: agent.vantage: " in capsys.readouterr().err
