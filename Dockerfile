@@ -14,7 +14,7 @@ WORKDIR /src
 # Every dependency ships manylinux wheels (asyncpg, cryptography, grpcio, uvloop), so the builder
 # needs no compiler; the venv is copied whole into the final stage, at the same path.
 RUN python -m venv /opt/failsight
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY agent ./agent
 COPY probes ./probes
 COPY failsight ./failsight

@@ -117,12 +117,15 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_rules(args: argparse.Namespace) -> int:
     from failsight.agent.rules import render_rules, rules_input
 
+    if args.label and args.format != "prometheusrule":
+        print("failsight rules: --label needs --format prometheusrule", file=sys.stderr)
+        return EXIT_INVALID
     config = _load(args.config)
     if config is None:
         return EXIT_INVALID
     try:
         inp = rules_input(config, failover_for=args.failover_for, runbook_base=args.runbook_base)
-        print(render_rules(inp), end="")
+        print(render_rules(inp, args.format, dict(args.label or ())), end="")
     except ValueError as exc:
         print(f"{' + '.join(args.config)}: cannot generate rules: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -139,6 +142,13 @@ def _duration_arg(value: str) -> float:
     if not 0 <= seconds < 86400 * 365:
         raise argparse.ArgumentTypeError("expected a duration such as 0s, 30s or 2m")
     return seconds
+
+
+def _label_arg(value: str) -> tuple[str, str]:
+    key, sep, label = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE")
+    return key, label
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -294,6 +304,23 @@ def parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="where the alert docs are hosted: each alert's runbook_url is URL#<alert name in "
         "lower case> (default: %(default)s)",
+    )
+    from failsight.agent.rules import FORMATS
+
+    rules.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="rules",
+        help="`rules`: a Prometheus rule file (the default); `prometheusrule`: the same groups "
+        "in a Prometheus Operator PrometheusRule object",
+    )
+    rules.add_argument(
+        "--label",
+        type=_label_arg,
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --format prometheusrule: a label for the object's metadata, e.g. the one your "
+        "Prometheus resource's ruleSelector matches (release=kube-prometheus-stack)",
     )
     rules.set_defaults(func=cmd_rules)
     for name, text in (

@@ -7,7 +7,7 @@ incomplete, whatever those alerts say.
 
 from __future__ import annotations
 
-from failsight.agent.rules.common import Rule, RuleContext, number, quote
+from failsight.agent.rules.common import WARNING, Rule, RuleContext, number, quote
 
 __all__ = ["agent_rules"]
 
@@ -25,7 +25,7 @@ def agent_rules(ctx: RuleContext) -> list[Rule]:
             "FailsightVantageSilent",
             silent,
             for_="1m",
-            labels={"severity": "ticket"},
+            labels={"severity": WARNING},
             summary="Vantage {{ $labels.vantage }} stopped reporting",
             description=(
                 "No failsight_agent_info from {{ $labels.vantage }} for 3 minutes: its"
@@ -40,7 +40,7 @@ def agent_rules(ctx: RuleContext) -> list[Rule]:
             f"  sum by (vantage, path) (rate({exports}[10m]))\n"
             f") > {number(TELEMETRY_FAILURE_SHARE)}",
             for_="5m",
-            labels={"severity": "ticket"},
+            labels={"severity": WARNING},
             summary="Telemetry path {{ $labels.path }} of {{ $labels.vantage }} is failing",
             description=(
                 "{{ $value | humanizePercentage }} of the exports on {{ $labels.path }} failed"

@@ -19,6 +19,10 @@ RUNBOOK_BASE = "https://github.com/failsight/failsight/blob/main/docs/alerts.md"
 """Every alert's `runbook_url` is this plus `#` and the alert name in lower case."""
 
 ROLES = ("primary", "standby")
+# The severities Alertmanager routing trees, kube-prometheus and PagerDuty's integration speak:
+# critical wakes someone (a failover, an unsafe failover, a fast SLO burn), warning is a
+# ticket for working hours, info needs no action now (context beside the other alerts).
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
 
 IMPAIRED = "failsight_vantage_impaired == 1"
 

@@ -7,7 +7,9 @@ workbook, that changes as a whole and independently of the failover logic.
 from __future__ import annotations
 
 from failsight.agent.rules.common import (
+    CRITICAL,
     IMPAIRED,
+    WARNING,
     Rule,
     RuleContext,
     any_of,
@@ -106,8 +108,8 @@ def _burn_alerts(ctx: RuleContext, slo: SloConfig) -> list[Rule]:
     )
     rules = []
     for severity, burns, for_ in (
-        ("page", PAGE_BURNS, "2m"),
-        ("ticket", TICKET_BURNS, "15m"),
+        (CRITICAL, PAGE_BURNS, "2m"),
+        (WARNING, TICKET_BURNS, "15m"),
     ):
         branches = [
             f"(\n  {ratio}:rate{short}{selector} > {number(factor)} * {budget}\n"

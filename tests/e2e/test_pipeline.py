@@ -162,7 +162,7 @@ async def test_outage_reaches_the_failover_webhook_and_a_partition_never_does(
             "alertname": "FailsightFailoverRecommended",
             "site": "aws-use1",
             "failover_target": "gcp-euw1",
-            "severity": "page",
+            "severity": "critical",
             "failover_trigger": "true",
         }
         assert all(a.refresh_verdicts()["aws-use1"].verdict.value == "failed_over" for a in agents)

@@ -60,7 +60,7 @@ async def test_every_site_down_pages_a_total_outage_and_never_the_controller(
         total = [
             a for a in hooks.alert_labels("/pager") if a["alertname"] == "FailsightTotalOutage"
         ]
-        assert total[0] == {"alertname": "FailsightTotalOutage", "severity": "page"}
+        assert total[0] == {"alertname": "FailsightTotalOutage", "severity": "critical"}
 
         # The agents agree once every view has caught up: a total outage, nobody impaired,
         # nothing latched, the primary unsafe to fail over.
