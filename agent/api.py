@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from failsight.agent.control import ActionKind, ControlConflict, clean_text, hold_until
+from failsight.agent.prometheus import exposition
 from failsight.agent.status import Status, StatusSource
 from failsight.agent.verdict import FAILOVER_VERDICTS, dependencies_json, verdict_json
 
@@ -122,8 +122,9 @@ async def metrics(request: web.Request) -> web.Response:
     if not agent.status.prometheus_enabled:
         return web.json_response({"error": "telemetry.prometheus is disabled"}, status=404)
     request.app[SCRAPES].count += 1
-    body = generate_latest(agent.metrics_registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # OpenMetrics (with exemplars) or the classic text format, as the scraper asks.
+    body, content_type = exposition(agent.metrics_registry, request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type, "Vary": "Accept"})
 
 
 async def healthz(request: web.Request) -> web.Response:

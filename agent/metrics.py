@@ -45,6 +45,7 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         _C,
         "Telemetry exports by path and outcome.",
         ("path", "result"),
+        "{export}",
     ),
     MetricSpec("agent_info", _G, "Agent build information (value 1).", ("version",)),
     # Not in the public contract: the agent's own health.
@@ -53,12 +54,14 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         _C,
         "Runs skipped because the previous run of the check was still going.",
         ("check", "kind"),
+        "{run}",
     ),
     MetricSpec(
         "check_confirmation_runs_total",
         _C,
         "Extra runs of a critical check to confirm a failure or a recovery quickly.",
         ("check", "kind"),
+        "{run}",
     ),
     MetricSpec("check_success", _G, "1 if the last run of the check succeeded.", ("check", "kind")),
     MetricSpec(
@@ -74,18 +77,20 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         "1 if this vantage sees every site fail while the others do not: it does not vote.",
         (),
     ),
-    MetricSpec("sink_errors_total", _C, "Results a sink failed to take.", ("sink",)),
+    MetricSpec("sink_errors_total", _C, "Results a sink failed to take.", ("sink",), "{result}"),
     MetricSpec(
         "cleanup_pending",
         _G,
         "Journey runs whose cleanup is owed (a crash or a failed cleanup), to be retried.",
         (),
+        "{run}",
     ),
     MetricSpec(
         "cleanup_abandoned_total",
         _C,
         "Journey runs whose cleanup was given up: their synthetic data is left on the site.",
         ("journey", "site"),
+        "{run}",
     ),
     MetricSpec(
         "event_loop_lag_seconds",
@@ -116,6 +121,11 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     10.0,
     30.0,
 )
+
+
+def buckets_of(spec: MetricSpec) -> tuple[float, ...]:
+    """A histogram's bucket bounds: its own, or the default latency buckets."""
+    return spec.buckets or LATENCY_BUCKETS
 
 
 _KINDS = {kind.name: kind for kind in KINDS}

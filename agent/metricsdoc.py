@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS
 from failsight.core.results import Reason
+from failsight.core.telemetry import MAX_EXEMPLAR_LABEL_CHARS, MetricType
 
 HEADER = """\
 # Metrics
@@ -25,11 +26,50 @@ prefix, the unit and `_total`, under `failsight.`) and the units below; see
 [configuration.md](configuration.md#telemetry).
 """
 
-FOOTER = f"""\
-Histogram buckets (seconds): {", ".join(f"{b:g}" for b in LATENCY_BUCKETS)}.
+FOOTER = """\
 `failsight_event_loop_lag_seconds` is how late the agent's event loop woke a timer: when it grows
 past a few milliseconds, the agent's own latency figures are no longer trustworthy.
 """
+
+EXPOSITION = f"""\
+## Exposition formats and exemplars
+
+`/metrics` answers in the format the scraper asks for in its `Accept` header:
+
+- `application/openmetrics-text` (Prometheus asks for it first): OpenMetrics 1.0.0
+  (`Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8`, ending in
+  `# EOF`). A counter's family is named without `_total` and its sample with it, as OpenMetrics
+  wants; the series are the same as in the classic format.
+- anything else, or no `Accept` header: the classic text format 0.0.4
+  (`text/plain; version=0.0.4; charset=utf-8`). A scraper that accepts `text/plain` with a
+  higher `q` than OpenMetrics gets it too.
+
+Only OpenMetrics carries exemplars. Every observation of `failsight_journey_duration_seconds`,
+`failsight_step_duration_seconds` and `failsight_step_phase_duration_seconds` links to the
+journey run it came from: each bucket carries the exemplar of the latest observation that fell
+into it, with the value observed, when, and two labels: `trace_id` (32 hex digits: the run's
+trace, which every request of the run sends the site in `traceparent`, so it finds the site's
+own spans even with OTLP export off) and `span_id` (16 hex digits: the step's span, or the
+run's root span for the journey duration). Together they stay well within OpenMetrics' limit
+of {MAX_EXEMPLAR_LABEL_CHARS} characters for an exemplar's labels. Prometheus keeps exemplars
+with `--enable-feature=exemplar-storage` and serves them from `/api/v1/query_exemplars`;
+Grafana links them to a trace data source by `trace_id`. A run cut off by its check's hard
+limit has no trace, and its observation no exemplar.
+"""
+
+
+def _buckets_text() -> str:
+    """The default histogram buckets, and the families that declare their own."""
+    lines = [f"Histogram buckets (seconds): {_bounds(LATENCY_BUCKETS)}."]
+    for spec in sorted(CATALOGUE.values(), key=lambda s: s.prometheus_name):
+        if spec.type is MetricType.HISTOGRAM and spec.buckets:
+            lines.append(f"Those of `{spec.prometheus_name}`: {_bounds(spec.buckets)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _bounds(bounds: tuple[float, ...]) -> str:
+    return ", ".join(f"{b:g}" for b in bounds)
+
 
 # What the catalogue's help text does not say: label values and fine print, by Prometheus name.
 # A key that names no metric in the catalogue is an error (the note would document a metric
@@ -42,6 +82,19 @@ NOTES: dict[str, str] = {
     "failsight_replication_writable": "`role`: `primary` or `replica`.",
     "failsight_idp_phase_duration_seconds": (
         "`phase`: `discovery`, `jwks`, `token` or `validate`."
+    ),
+    "failsight_step_phase_duration_seconds": (
+        "`phase`: `resolve` (the DNS lookup), `connect` (the TCP connect), `tls` (the TLS "
+        "handshake, on https), `request` (sending the request headers), "
+        "`first_byte` (from then until the response headers: the body upload and the server's "
+        "work) and `transfer` (reading the body). Only the phases the request went through: a "
+        "reused keep-alive connection has no `resolve`, `connect` or `tls`, a name answered "
+        "from the resolver cache (10 s) or an IP address no `resolve`. A polled step's phases "
+        "are its last attempt's; cleanup steps are not counted."
+    ),
+    "failsight_step_http_status_code": (
+        "Like blackbox_exporter's `probe_http_status_code`; a polled step's last attempt. "
+        "A step the run did not reach (after a failed one) has no series until it runs again."
     ),
     "failsight_site_verdict": "A state set: one series per verdict word.",
     "failsight_site_failed_over": '`failover_target` is `""` when the site is not failed over.',
@@ -142,7 +195,8 @@ def render() -> str:
         [
             HEADER,
             "## Metric families\n\n" + _metrics_table(),
-            FOOTER,
+            _buckets_text() + FOOTER,
+            EXPOSITION,
             "## Failure reasons\n\n"
             "Every failed step or check has exactly one `reason` (what to check for each is in\n"
             "[troubleshooting.md](troubleshooting.md)):\n\n" + _reasons_table(),

@@ -1,4 +1,5 @@
-"""The Prometheus path: a collector that renders the latest results at scrape time."""
+"""The Prometheus path: a collector that renders the latest results at scrape time, in the
+classic text format or, for a scraper that asks for it, in OpenMetrics with exemplars."""
 
 from __future__ import annotations
 
@@ -7,35 +8,62 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as classic
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar as ClientExemplar
 
-from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS, gauges_of, increments_of
+from failsight.agent.metrics import CATALOGUE, buckets_of, gauges_of, increments_of
 from failsight.core.results import Result
-from failsight.core.telemetry import MetricType, Sample
+from failsight.core.telemetry import Exemplar, MetricType, Sample
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+Bucket = tuple[str, float] | tuple[str, float, ClientExemplar]
 
 
 @dataclass
 class _Histogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    bounds: tuple[float, ...]
+    buckets: list[int] = field(init=False)
+    # The latest exemplar of each bucket, with the value observed (OpenMetrics allows one per
+    # bucket sample): the newest trace is the one worth opening, and its timestamp never goes
+    # back, which Prometheus' exemplar storage requires of each series.
+    exemplars: list[tuple[Exemplar, float] | None] = field(init=False)
     total: float = 0.0
 
-    def observe(self, value: float) -> None:
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+    def __post_init__(self) -> None:
+        self.buckets = [0] * (len(self.bounds) + 1)
+        self.exemplars = [None] * (len(self.bounds) + 1)
+
+    def observe(self, value: float, exemplar: Exemplar | None = None) -> None:
+        index = bisect.bisect_left(self.bounds, value)
+        self.buckets[index] += 1
+        if exemplar is not None:
+            self.exemplars[index] = (exemplar, value)
         self.total += value
 
-    def cumulative(self) -> list[tuple[str, float]]:
-        out, running = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+    def cumulative(self) -> list[Bucket]:
+        """The bucket samples, cumulative, each with the exemplar of an observation that fell
+        into that very bucket (the classic text format leaves exemplars out)."""
+        out: list[Bucket] = []
+        running = 0
+        bounds = (*self.bounds, float("inf"))
+        for bound, count, seen in zip(bounds, self.buckets, self.exemplars, strict=True):
             running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            if seen is None:
+                out.append((le, float(running)))
+            else:
+                ex, value = seen
+                out.append(
+                    (le, float(running), ClientExemplar(dict(ex.labels), value, ex.timestamp))
+                )
         return out
 
 
@@ -66,7 +94,10 @@ class PrometheusSink(Collector):
         for sample in increments_of(result):
             key = (sample.spec.name, sample.labels)
             if sample.spec.type is MetricType.HISTOGRAM:
-                self._histograms.setdefault(key, _Histogram()).observe(sample.value)
+                hist = self._histograms.get(key)
+                if hist is None:
+                    hist = self._histograms[key] = _Histogram(buckets_of(sample.spec))
+                hist.observe(sample.value, sample.exemplar)
             else:
                 self._counters[key] = self._counters.get(key, 0.0) + sample.value
 
@@ -124,3 +155,41 @@ class PrometheusSink(Collector):
                         [self.vantage, *(v for _, v in labels)], hist.cumulative(), hist.total
                     )
                 yield h
+
+
+def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """The body and Content-Type of a scrape, by the scraper's Accept header.
+
+    OpenMetrics 1.0.0 when the scraper accepts it at least as much as the classic text format
+    (Prometheus asks for it first): only it carries exemplars. Otherwise the classic text
+    format 0.0.4, as before. The series are the same in both, so a scraper that switches
+    format sees no series end and none begin. Unlike prometheus_client's `choose_encoder`,
+    a scraper that names only an older OpenMetrics version gets 1.0.0 (a 0.0.1 parser reads
+    it) rather than the classic format, and one that asks for `text/plain; version=1.0.0`
+    gets the 0.0.4 format labelled as such: the agent writes no other text format.
+    """
+    wants = _quality(accept, "application/openmetrics-text")
+    if wants > 0 and wants >= _quality(accept, "text/plain"):
+        body: bytes = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+        return body, openmetrics.CONTENT_TYPE_LATEST
+    return classic.generate_latest(registry), classic.CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _quality(accept: str, media_type: str) -> float:
+    """The highest q the Accept header gives `media_type` by name (wildcards do not count:
+    `*/*` is a client that takes anything, and anything means the classic format)."""
+    best = 0.0
+    for item in accept.split(","):
+        name, *params = (part.strip() for part in item.split(";"))
+        if name.lower() != media_type:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        best = max(best, q)
+    return best

@@ -3,6 +3,8 @@ turning transport errors into the contract's failure reasons."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import socket
 import ssl
 import time
@@ -68,13 +70,15 @@ async def _span(start: str, phase: str, ctx: SimpleNamespace) -> None:
 def _trace_config() -> aiohttp.TraceConfig:
     """Phase timings, written into the dict passed as `trace_request_ctx`.
 
-    dns and connect (TCP + TLS) are only present for a new connection; `ttfb` is from the end
-    of sending the request to the response headers; the caller adds `body`.
+    dns, connect (TCP) and tls (over a `timed_ssl_context`) are only present for a new
+    connection; `ttfb` is from the end of sending the request to the
+    response headers; the caller adds `body`.
     """
     tc = aiohttp.TraceConfig()
 
     async def on_request_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
         await _mark("request", ctx)
+        _HANDSHAKE_PHASES.set(_phases_of(ctx))
 
     async def on_dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
         await _mark("dns", ctx)
@@ -89,8 +93,12 @@ def _trace_config() -> aiohttp.TraceConfig:
         await _span("connect", "connect", ctx)
         phases = _phases_of(ctx)
         if phases is not None:
-            # Connection creation includes DNS resolution in aiohttp: report them apart.
+            # Connection creation includes DNS resolution and, over a `timed_ssl_context`, the
+            # TLS handshake in aiohttp: report them apart.
             phases["connect"] = max(0.0, phases["connect"] - phases.get("dns", 0.0))
+            if "_tls" in phases:
+                phases["tls"] = phases.pop("_tls")
+                phases["connect"] = max(0.0, phases["connect"] - phases["tls"])
 
     async def on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
         await _mark("sent", ctx)
@@ -160,6 +168,57 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# The phases dict of the request being sent, for the TLS handshake of the connection it opens:
+# the transport's callbacks (where `do_handshake` runs) run in a copy of the context of the
+# task that opened it, so they see what `on_request_start` set there.
+_HANDSHAKE_PHASES: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "failsight_handshake_phases", default=None
+)
+
+
+class _TimedSSLObject(ssl.SSLObject):
+    """An SSLObject that times its handshake into the opening request's phases (`_tls`).
+    aiohttp times TCP connect and TLS handshake as one "connection create"; `on_conn_end`
+    then reports them apart. The first `do_handshake` call is made as soon as TCP is connected
+    (it sends the ClientHello); the one that returns without SSLWantRead ends the handshake."""
+
+    handshake_began: float | None = None
+
+    def do_handshake(self) -> None:
+        if self.handshake_began is None:
+            self.handshake_began = time.perf_counter()
+        super().do_handshake()
+        phases = _HANDSHAKE_PHASES.get()
+        if phases is not None:
+            phases["_tls"] = time.perf_counter() - self.handshake_began
+
+
+@functools.cache
+def _system_timed_context() -> ssl.SSLContext:
+    # One context for every check that trusts the system store, as aiohttp's own default is
+    # one: each context holds its own copy of the CA store.
+    return _timed(ssl.create_default_context())
+
+
+def _timed(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.sslobject_class = _TimedSSLObject
+    return ctx
+
+
+def timed_ssl_context(ca_file: str | None, verify: bool = True) -> ssl.SSLContext:
+    """`ssl_context`'s trust, as a context whose connections time their TLS handshake (a
+    journey step's `tls` phase)."""
+    if verify and ca_file is None:
+        return _system_timed_context()
+    ctx = ssl.create_default_context()
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=ca_file)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return _timed(ctx)
 
 
 def ssl_context(ca_file: str | None, verify: bool = True) -> ssl.SSLContext | bool:

@@ -24,6 +24,9 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]  # besides `vantage`, which every series carries
     unit: str = "1"  # UCUM unit for OTLP
+    # A histogram's bucket bounds; empty: the agent's default latency buckets. A family that
+    # measures something much shorter or longer than an API call declares its own, next to it.
+    buckets: tuple[float, ...] = ()
 
     @property
     def prometheus_name(self) -> str:
@@ -41,16 +44,42 @@ class MetricSpec:
         return "failsight." + base
 
 
+# OpenMetrics 1.0: an exemplar's label names and values together hold at most 128 UTF-8
+# characters; a longer set makes the whole exposition invalid.
+MAX_EXEMPLAR_LABEL_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Exemplar:
+    """What one observation links to (a trace), for the bucket it falls into."""
+
+    labels: tuple[tuple[str, str], ...]  # e.g. (("trace_id", "4bf9..."),)
+    timestamp: float  # wall clock, seconds since the epoch: when the observation was made
+
+
+def exemplar(timestamp: float, **labels: str) -> Exemplar | None:
+    """An exemplar, or None when its labels would break the OpenMetrics length limit (an
+    observation without its exemplar is better than a scrape that fails)."""
+    if sum(len(k) + len(v) for k, v in labels.items()) > MAX_EXEMPLAR_LABEL_CHARS:
+        return None
+    return Exemplar(tuple(labels.items()), timestamp)
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One value for one series: a gauge's value, a counter's increment or a histogram
-    observation, by the spec's type. Labels exclude `vantage`, which the sinks add."""
+    observation, by the spec's type. Labels exclude `vantage`, which the sinks add. A histogram
+    observation may carry an exemplar; other samples ignore it."""
 
     spec: MetricSpec
     labels: tuple[tuple[str, str], ...]
     value: float
+    exemplar: Exemplar | None = None
 
 
-def sample(spec: MetricSpec, value: float, **labels: str) -> Sample:
-    """A sample of `spec` with its labels in the spec's order (a missing one is a KeyError)."""
-    return Sample(spec, tuple((k, labels[k]) for k in spec.labels), value)
+def sample(
+    spec: MetricSpec, value: float, exemplar: Exemplar | None = None, /, **labels: str
+) -> Sample:
+    """A sample of `spec` with its labels in the spec's order (a missing one is a KeyError);
+    the positional-only parameters leave every name free for a label."""
+    return Sample(spec, tuple((k, labels[k]) for k in spec.labels), value, exemplar)

@@ -17,7 +17,7 @@ from failsight.core.check import (
     new_trace_id,
 )
 from failsight.core.configtypes import Secret
-from failsight.core.http import ssl_context
+from failsight.core.http import timed_ssl_context
 from failsight.core.results import DependsOn, Reason, Result, StepResult
 from failsight.probes.journey.config import BUILTIN_VARIABLES, JourneyConfig, step_templates
 from failsight.probes.journey.run import JourneyRun
@@ -64,7 +64,7 @@ class JourneyCheck(Check):
             )
         self.base_url = base_url.rstrip("/")
         self.site_headers = dict(site_headers or {})
-        self.ssl = ssl_context(ca_file, tls_verify)
+        self.ssl = timed_ssl_context(ca_file, tls_verify)
         self._tenants = itertools.cycle(cfg.tenants)
         # What a crash-recovery journal keeps of a run: the built-ins and the extracted
         # variables the cleanup steps (or the site's headers) use; nothing else (config

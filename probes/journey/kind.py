@@ -4,13 +4,14 @@ before use), and the journey metric families with the samples a result gives the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from failsight.core.check import Check
 from failsight.core.kind import Env, Kind, Loc, duplicates
 from failsight.core.results import Result
-from failsight.core.telemetry import MetricSpec, MetricType, Sample, sample
+from failsight.core.telemetry import Exemplar, MetricSpec, MetricType, Sample, exemplar, sample
 from failsight.probes.journey.check import JourneyCheck
 from failsight.probes.journey.config import BUILTIN_VARIABLES, JourneyConfig, Step
 from failsight.probes.templating import malformed_placeholders, variables_in
@@ -79,6 +80,7 @@ JOURNEY_RUNS = MetricSpec(
     MetricType.COUNTER,
     "Journey runs by outcome.",
     ("site", "journey", "result"),
+    "{run}",
 )
 JOURNEY_SUCCESS = MetricSpec(
     "journey_success",
@@ -105,32 +107,118 @@ STEP_FAILURES = MetricSpec(
     MetricType.COUNTER,
     "Journey step failures by reason.",
     ("site", "journey", "step", "reason"),
+    "{failure}",
 )
+# Phases are a fraction of a step: a resolve from cache or a connect inside a region takes a
+# millisecond or two, a cross-cloud TLS handshake tens of milliseconds, a slow backend's first
+# byte seconds. So the buckets start at 1 ms, where the step buckets start at 5 ms, and end at
+# 10 s: a phase longer than that is a timeout in the making, and +Inf counts it.
+PHASE_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+)
+# The `phase` label's values, from the phases a step result holds (core.http's timings; the
+# API, logs and spans keep those names): the names blackbox_exporter users know.
+PHASES: dict[str, str] = {
+    "dns": "resolve",
+    "connect": "connect",
+    "tls": "tls",
+    "send": "request",
+    "ttfb": "first_byte",
+    "body": "transfer",
+}
+STEP_PHASE_DURATION = MetricSpec(
+    "step_phase_duration_seconds",
+    MetricType.HISTOGRAM,
+    "Journey step HTTP phase duration, for the phases the step's request went through.",
+    ("site", "journey", "step", "phase"),
+    "s",
+    buckets=PHASE_BUCKETS,
+)
+# Named after blackbox_exporter's `probe_http_status_code`, with `step_` as every per-step
+# family has, so a blackbox user finds it where they would look.
+STEP_HTTP_STATUS = MetricSpec(
+    "step_http_status_code",
+    MetricType.GAUGE,
+    "HTTP status code of the journey step's last response in the last run; 0 if none came.",
+    ("site", "journey", "step"),
+)
+
+_TRACE_ID = re.compile("[0-9a-f]{32}")
+_SPAN_ID = re.compile("[0-9a-f]{16}")
+
+
+def _trace(result: Result, span_id: str, at: float) -> Exemplar | None:
+    """The exemplar linking an observation to the run's trace: every journey run has a trace
+    id (its requests carry it in `traceparent`), whether or not OTLP exports its spans, so the
+    exemplar also leads to the site's own traces. None for a run cut off before it had one."""
+    if not _TRACE_ID.fullmatch(result.trace_id) or not result.trace_id.strip("0"):
+        return None
+    if _SPAN_ID.fullmatch(span_id) and span_id.strip("0"):
+        return exemplar(at, trace_id=result.trace_id, span_id=span_id)
+    return exemplar(at, trace_id=result.trace_id)
 
 
 def gauges(result: Result) -> Iterator[Sample]:
-    """Whether the journey's last run at its site succeeded."""
+    """Whether the journey's last run at its site succeeded, and the last status of each step
+    it ran (0: no response). A step it did not reach gets no series: the previous run's status
+    would be stale, and gauges are replaced as a set."""
     if result.kind != JourneyCheck.kind or result.site is None:
         return
-    yield sample(
-        JOURNEY_SUCCESS, 1.0 if result.ok else 0.0, site=result.site, journey=result.target
-    )
+    site, journey = result.site, result.target
+    yield sample(JOURNEY_SUCCESS, 1.0 if result.ok else 0.0, site=site, journey=journey)
+    for step in result.steps:
+        if not step.skipped:
+            status = float(step.status or 0)
+            yield sample(STEP_HTTP_STATUS, status, site=site, journey=journey, step=step.name)
 
 
 def increments(result: Result) -> Iterator[Sample]:
-    """The run by outcome and its duration (steps only), and each step that ran: its duration
-    and, failed, its reason."""
+    """The run by outcome and its duration (steps only), and each step that ran: its duration,
+    its phases and, failed, its reason. Durations carry the run's trace as exemplar."""
     if result.kind != JourneyCheck.kind or result.site is None:
         return
     site, journey = result.site, result.target
     yield sample(
         JOURNEY_RUNS, 1.0, site=site, journey=journey, result="success" if result.ok else "failure"
     )
-    yield sample(JOURNEY_DURATION, result.duration, site=site, journey=journey)
+    yield sample(
+        JOURNEY_DURATION,
+        result.duration,
+        _trace(result, result.span_id, result.started_at + result.duration),
+        site=site,
+        journey=journey,
+    )
     for step in result.steps:
         if step.skipped:
             continue
-        yield sample(STEP_DURATION, step.duration, site=site, journey=journey, step=step.name)
+        trace = _trace(result, step.span_id, result.started_at + step.start_offset + step.duration)
+        yield sample(
+            STEP_DURATION, step.duration, trace, site=site, journey=journey, step=step.name
+        )
+        # A polled step's phases are its last attempt's; a phase the request did not go
+        # through (no lookup or connect on a reused connection) is absent, never a zero.
+        for key, phase in PHASES.items():
+            if key in step.phases:
+                yield sample(
+                    STEP_PHASE_DURATION,
+                    step.phases[key],
+                    trace,
+                    site=site,
+                    journey=journey,
+                    step=step.name,
+                    phase=phase,
+                )
         if not step.ok and step.reason is not None:
             yield sample(
                 STEP_FAILURES,
@@ -148,7 +236,15 @@ KIND = Kind(
     model=JourneyConfig,
     plan=plan,
     summary="business journeys: ordered HTTP steps with assertions at each site, then cleanup",
-    metrics=(JOURNEY_RUNS, JOURNEY_SUCCESS, JOURNEY_DURATION, STEP_DURATION, STEP_FAILURES),
+    metrics=(
+        JOURNEY_RUNS,
+        JOURNEY_SUCCESS,
+        JOURNEY_DURATION,
+        STEP_DURATION,
+        STEP_FAILURES,
+        STEP_PHASE_DURATION,
+        STEP_HTTP_STATUS,
+    ),
     naming=("journey", lambda journey: journey.name),
     check_config=check_config,
     gauges=gauges,

@@ -288,26 +288,57 @@ def test_a_result_counts_its_run_and_each_step_that_ran() -> None:
         duration=1.5,
         run_id="r1",
         steps=(
-            StepResult(name="submit", ok=True, duration=0.5),
-            StepResult(name="pay", ok=False, duration=1.0, reason=Reason.HTTP_STATUS),
+            StepResult(
+                name="submit",
+                ok=True,
+                duration=0.5,
+                status=201,
+                phases={"dns": 0.01, "connect": 0.02, "send": 0.001, "ttfb": 0.4, "body": 0.05},
+            ),
+            StepResult(
+                name="pay",
+                ok=False,
+                duration=1.0,
+                reason=Reason.HTTP_STATUS,
+                status=503,
+                phases={"send": 0.001, "ttfb": 0.9, "body": 0.01},  # a reused connection
+            ),
             StepResult(name="ship", ok=False, duration=0.0, skipped=True),
         ),
     )
-    assert [(s.spec.name, dict(s.labels), s.value) for s in KIND.gauges(result)] == [
-        ("journey_success", {"site": "aws-use1", "journey": "checkout"}, 0.0)
-    ]
     site = {"site": "aws-use1", "journey": "checkout"}
+    assert [(s.spec.name, dict(s.labels), s.value) for s in KIND.gauges(result)] == [
+        ("journey_success", site, 0.0),
+        ("step_http_status_code", {**site, "step": "submit"}, 201.0),
+        ("step_http_status_code", {**site, "step": "pay"}, 503.0),
+    ]
+
+    def phase(step: str, name: str, seconds: float) -> tuple[str, dict[str, str], float]:
+        return ("step_phase_duration_seconds", {**site, "step": step, "phase": name}, seconds)
+
     assert [(s.spec.name, dict(s.labels), s.value) for s in KIND.increments(result)] == [
         ("journey_runs_total", {**site, "result": "failure"}, 1.0),
         ("journey_duration_seconds", site, 1.5),
         ("step_duration_seconds", {**site, "step": "submit"}, 0.5),
+        phase("submit", "resolve", 0.01),
+        phase("submit", "connect", 0.02),
+        phase("submit", "request", 0.001),
+        phase("submit", "first_byte", 0.4),
+        phase("submit", "transfer", 0.05),
         ("step_duration_seconds", {**site, "step": "pay"}, 1.0),
+        phase("pay", "request", 0.001),
+        phase("pay", "first_byte", 0.9),
+        phase("pay", "transfer", 0.01),
         ("step_failures_total", {**site, "step": "pay", "reason": "http_status"}, 1.0),
     ]
+    # No trace id on this result: no exemplars.
+    assert all(s.exemplar is None for s in KIND.increments(result))
     assert {m.name for m in KIND.metrics} == {
         "journey_runs_total",
         "journey_success",
         "journey_duration_seconds",
         "step_duration_seconds",
         "step_failures_total",
+        "step_phase_duration_seconds",
+        "step_http_status_code",
     }
