@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import grpc
 import requests
@@ -56,9 +56,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from failsight.agent.logs import result_fields
-from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS, gauges_of, increments_of
-from failsight.agent.otlp_config import OtlpCollectorConfig, Signal
-from failsight.core.results import Result, StepResult
+from failsight.agent.metrics import CATALOGUE, buckets_of, gauges_of, increments_of
+from failsight.agent.otlp_config import VANTAGE_ATTRIBUTE, OtlpCollectorConfig, Signal
+from failsight.core.redact import redact, scrub_url
+from failsight.core.results import Reason, Result, StepResult
 from failsight.core.telemetry import MetricSpec, MetricType, Sample
 
 log = logging.getLogger(__name__)
@@ -311,11 +312,15 @@ class _MetricsPipeline:
             metric_readers=[reader],
             resource=resource,
             shutdown_on_exit=False,
+            # Each histogram with the buckets its family declares, as /metrics has them.
             views=[
                 View(
                     instrument_type=SdkHistogram,
-                    aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS),
+                    instrument_name=spec.otel_name,
+                    aggregation=ExplicitBucketHistogramAggregation(boundaries=buckets_of(spec)),
                 )
+                for spec in CATALOGUE.values()
+                if spec.type is MetricType.HISTOGRAM
             ],
         )
         meter = self.provider.get_meter("failsight", version)
@@ -486,9 +491,9 @@ class OtlpSink:
         names = [c.name for c in collectors]
         if len(set(names)) != len(names):
             raise ValueError("OTLP collector names must be unique")
-        if "vantage" not in resource:
-            raise ValueError("the resource must carry the vantage")
-        self.vantage = resource["vantage"]
+        if VANTAGE_ATTRIBUTE not in resource:
+            raise ValueError(f"the resource must carry {VANTAGE_ATTRIBUTE}")
+        self.vantage = resource[VANTAGE_ATTRIBUTE]
         self.version = resource.get("service.version", "")
         self.resource = Resource.create(dict(resource))
         self._scope = InstrumentationScope("failsight", self.version)
@@ -709,8 +714,11 @@ def spans_of(
     """The spans of one run, root first, under the run's `root` context: the exact ids the
     probe sent to the target in `traceparent`.
 
-    A journey run is a root span with one child per step and per cleanup step; any other
-    kind is a single span.
+    A journey run is an INTERNAL root span `journey <journey>` with one CLIENT child per step
+    and per cleanup step (`_step_span`); any other kind is a single INTERNAL span
+    `<kind> <target>`. The root's attributes are ours, under `failsight.`; a failed run's
+    reason is `failsight.reason` (`error.type` is for the HTTP spans, where the conventions
+    define it).
     """
     common: dict[str, str | bool] = {"failsight.run_id": result.run_id}
     if result.site is not None:
@@ -735,7 +743,6 @@ def spans_of(
     if not result.ok:
         reason = result.reason.value if result.reason else "internal"
         attributes["failsight.reason"] = reason
-        attributes["error.type"] = reason
         status = Status(StatusCode.ERROR, result.message or reason)
     spans = [
         ReadableSpan(
@@ -757,6 +764,16 @@ def spans_of(
     return spans
 
 
+# The methods the HTTP conventions know; any other is reported as `_OTHER` (the config only
+# allows known ones, this keeps the span name's cardinality bounded whatever comes).
+_KNOWN_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+# Failures that are the response's status itself: the span's status code says it all, and the
+# conventions ask for no status description then.
+_STATUS_REASONS = frozenset({Reason.HTTP_STATUS, Reason.AUTH})
+
+
 def _step_span(
     step: StepResult,
     cleanup: bool,
@@ -766,29 +783,55 @@ def _step_span(
     resource: Resource,
     scope: InstrumentationScope,
 ) -> ReadableSpan:
+    """A step as an HTTP client span, per the stable OpenTelemetry HTTP client conventions:
+    named `{http.request.method} {url.template}`, kind CLIENT, the request's attributes as
+    the last attempt sent it (a polled step is one span, `http.request.resend_count` its
+    re-sends), `user_agent.synthetic.type=test`, and `error.type`: the status code for a
+    4xx/5xx response (span status ERROR even when the step expected it, as the conventions
+    require of client spans), the exception's class when no response came, `_OTHER` for a
+    step that failed otherwise (an assertion, an extraction, a poll that never saw its
+    state); `failsight.reason` says which."""
+    method = step.method.upper()
     attributes: dict[str, str | bool | int | float] = {
         **common,
         "failsight.step": step.name,
         "failsight.cleanup": cleanup,
         "failsight.attempts": step.attempts,
+        "user_agent.synthetic.type": "test",
     }
-    if step.method:
-        attributes["http.request.method"] = step.method.upper()
-    if step.url:
-        attributes["url.full"] = _redact_userinfo(step.url)
+    if method:
+        attributes["http.request.method"] = method if method in _KNOWN_METHODS else "_OTHER"
+        if method not in _KNOWN_METHODS:
+            attributes["http.request.method_original"] = step.method
+    attributes.update(url_attributes(step.url))
+    if step.url_template:
+        attributes["url.template"] = step.url_template
     if step.status is not None:
         attributes["http.response.status_code"] = step.status
+    if step.attempts > 1:
+        attributes["http.request.resend_count"] = step.attempts - 1
+    if step.http_version:
+        attributes["network.protocol.version"] = step.http_version
+    if step.user_agent:
+        attributes["user_agent.original"] = redact(step.user_agent)
     for phase, seconds in step.phases.items():
         attributes[f"failsight.phase.{phase}"] = seconds
     status = Status(StatusCode.UNSET)
+    error = _error_type(step)
+    if error is not None:
+        attributes["error.type"] = error
+        described = not step.ok and not (
+            step.reason in _STATUS_REASONS and error == str(step.status)
+        )
+        status = Status(StatusCode.ERROR, step.message if described else None)
     if not step.ok:
-        reason = step.reason.value if step.reason else "internal"
-        attributes["failsight.reason"] = reason
-        attributes["error.type"] = reason
-        status = Status(StatusCode.ERROR, step.message or reason)
+        attributes["failsight.reason"] = step.reason.value if step.reason else "internal"
     start = result.started_at + step.start_offset
+    # `{method} {url.template}`, or `{method}` alone without a template; `HTTP` for a method
+    # the conventions do not know.
+    label = method if method in _KNOWN_METHODS else "HTTP"
     return ReadableSpan(
-        name=f"{'cleanup' if cleanup else 'step'} {step.name}",
+        name=f"{label} {step.url_template}" if step.url_template else label,
         context=SpanContext(root.trace_id, _hex_id(step.span_id, 16), False, _SAMPLED),
         parent=root,
         resource=resource,
@@ -801,15 +844,42 @@ def _step_span(
     )
 
 
-def _redact_userinfo(url: str) -> str:
-    # Semantic conventions: credentials in a URL are replaced, never exported.
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"REDACTED:REDACTED@{host}"))
+def _error_type(step: StepResult) -> str | None:
+    """`error.type` of a step's span; None when the request succeeded."""
+    if step.error_type:
+        return step.error_type  # the last attempt ended in an exception, not a response
+    if step.status is not None and step.status >= 400:
+        return str(step.status)
+    return None if step.ok else "_OTHER"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def url_attributes(url: str) -> dict[str, str | int]:
+    """`url.full`, `url.scheme`, `server.address` and `server.port` of a step's URL.
+
+    `url.full` is scrubbed as the conventions ask: user and password become
+    `REDACTED:REDACTED`, the values of secret-looking query parameters `REDACTED`, and any
+    secret the process holds (a token pasted into a path) `[redacted]`. `server.port` is
+    always set (the conventions require it), the scheme's default when the URL names none.
+    """
+    if not url:
+        return {}
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # not a URL we can take apart: only what redaction by value leaves
+        return {"url.full": redact(url)}
+    out: dict[str, str | int] = {"url.full": redact(scrub_url(url))}
+    if parts.scheme:
+        out["url.scheme"] = parts.scheme
+    if parts.hostname:
+        out["server.address"] = parts.hostname
+    port = port if port is not None else _DEFAULT_PORTS.get(parts.scheme)
+    if port is not None:
+        out["server.port"] = port
+    return out
 
 
 def _log_record(result: Result, root: SpanContext) -> LogRecord:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import uuid
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -112,18 +113,33 @@ class OtlpCollectorConfig(Model):
         return f"otlp:{self.name}:{signal}"
 
 
+# The resource attribute naming this agent's vantage: ours, so under our namespace (a bare
+# `vantage` could collide with anyone else's attribute on a shared collector).
+VANTAGE_ATTRIBUTE = "failsight.vantage"
+
+# `service.instance.id`: a random UUID (version 4) made once per process, as the resource
+# conventions recommend. Per process, not per config: a SIGHUP reload builds a new OTLP sink
+# but the same agent goes on, and its cumulative counters with it. Random, not derived from
+# the pod or host name: a restarted container starts its counters from zero, so it is a new
+# instance to the backend, and the conventions count pod names as data a user may not want
+# exported (`host.name` is there for finding the machine).
+INSTANCE_ID = str(uuid.uuid4())
+
+
 def build_resource(
     vantage: str,
     cloud_provider: str | None,
     cloud_region: str | None,
     version: str,
 ) -> dict[str, str]:
-    """The OTLP resource attributes of this agent (semantic-convention names, plus vantage)."""
+    """The OTLP resource attributes of this agent: semantic-convention names, plus the
+    vantage under `failsight.`."""
     out = {
         "service.name": "failsight",
         "service.version": version,
+        "service.instance.id": INSTANCE_ID,
         "host.name": socket.gethostname(),
-        "vantage": vantage,
+        VANTAGE_ATTRIBUTE: vantage,
     }
     if cloud_provider:
         out["cloud.provider"] = cloud_provider

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from failsight.core.results import DependsOn, Evidence, Remark, Result, StepResult
 
@@ -133,6 +134,60 @@ def excerpt(text: str, limit: int = 64, *, unprintable: str = "?") -> str:
     whole = redact(text[: limit + 2048])
     shown = "".join(c if c.isprintable() else unprintable for c in whole[:limit])
     return shown + "..." if len(whole) > limit or len(text) > limit + 2048 else shown
+
+
+# A query parameter is secret-looking when a word of its name (split at punctuation and
+# camelCase) is one of these, in any case: `access_token`, `apiKey`, `client_secret`,
+# `X-Amz-Security-Token`... It covers the OpenTelemetry conventions' own list for `url.full`
+# (`AWSAccessKeyId`, `Signature`, `sig`, `X-Amz-Credential`, `X-Amz-Signature`,
+# `X-Goog-Signature`); a harmless parameter redacted too is the cheaper mistake.
+_SECRET_WORDS = frozenset(
+    {
+        "apikey",
+        "auth",
+        "authorization",
+        "code",
+        "credential",
+        "credentials",
+        "jwt",
+        "key",
+        "passwd",
+        "password",
+        "pwd",
+        "secret",
+        "session",
+        "sessionid",
+        "sig",
+        "signature",
+        "token",
+    }
+)
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def scrub_url(url: str) -> str:
+    """`url` with its user and password replaced by `REDACTED:REDACTED` and the values of
+    secret-looking query parameters by `REDACTED`, as the OpenTelemetry conventions ask of
+    `url.full`. A step's URL carries values a journey extracted at run time (a session token in
+    a query string), which no redactor knows in advance: scrubbed where the URL is recorded,
+    every sink (logs, API, spans) gets the same safe form."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL we can take apart: redaction by value still applies
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "REDACTED:REDACTED@" + netloc.rpartition("@")[2]
+    query = "&".join(_scrubbed_parameter(p) for p in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _scrubbed_parameter(parameter: str) -> str:
+    key, equals, _value = parameter.partition("=")
+    words = {w.lower() for w in _WORD.findall(unquote_plus(key))}
+    if equals and words & _SECRET_WORDS:
+        return f"{key}=REDACTED"
+    return parameter
 
 
 def redact_result(result: Result, redactor: Redactor = REDACTOR) -> Result:

@@ -66,6 +66,14 @@ class StepResult:
     start_offset: float = 0.0
     # The span id sent to the target in this step's `traceparent` (16 hex digits).
     span_id: str = ""
+    # For the step's span (OpenTelemetry HTTP client conventions): the absolute path as
+    # configured with each variable written `{name}` (`url.template`, the same for every run),
+    # the User-Agent sent, the HTTP version of the last response ("1.1"), and, when the last
+    # request ended in an exception rather than a response, its class (`error.type`).
+    url_template: str = ""
+    user_agent: str = ""
+    http_version: str = ""
+    error_type: str = ""
 
 
 # What a result means to the view and the verdict, as typed objects a probe attaches.

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.http import SERVER_SOFTWARE
 from yarl import URL
 
 from failsight.core.check import ProbeContext, RunJournal, new_span_id
 from failsight.core.configtypes import Secret
 from failsight.core.http import classify, public_phases, read_bounded
-from failsight.core.redact import redact
+from failsight.core.redact import redact, scrub_url
 from failsight.core.results import CheckFailure, Reason, StepResult
 from failsight.probes.journey.config import JourneyConfig, Step, step_templates
 from failsight.probes.journey.untrusted import (
@@ -34,7 +35,7 @@ from failsight.probes.journey.untrusted import (
     text_field,
     unsendable,
 )
-from failsight.probes.templating import MissingVariable, UnusableVariable, render
+from failsight.probes.templating import MissingVariable, UnusableVariable, render, variables_in
 
 SYNTHETIC_HEADER = "X-Failsight-Synthetic"
 RUN_ID_HEADER = "X-Failsight-Run-Id"
@@ -181,6 +182,9 @@ class JourneyRun:
         phases: dict[str, float] = {}
         attempts = 0
         status: int | None = None
+        http_version = ""
+        error_type = ""
+        user_agent = ""
         url = ""
 
         def result(ok: bool, reason: Reason | None = None, message: str = "") -> StepResult:
@@ -199,6 +203,10 @@ class JourneyRun:
                 url=url,
                 start_offset=offset,
                 span_id=span_id,
+                url_template=self.url_template(step),
+                user_agent=user_agent,
+                http_version=http_version,
+                error_type=error_type,
             )
 
         try:
@@ -211,11 +219,17 @@ class JourneyRun:
                 raise CheckFailure(Reason.TIMEOUT, "the journey's time budget ran out")
             async with asyncio.timeout(budget):
                 headers = await self.headers(step, span_id)
+                user_agent = self.user_agent(headers)
+                target = self.with_query(step, target)
+                url = scrub_url(str(target))
                 poll_deadline = time.monotonic() + (step.poll.deadline if step.poll else 0.0)
                 while True:
                     attempts += 1
                     phases = {}
-                    status, response_headers, body = await self.request(
+                    # The result describes the last attempt's response: none until it comes
+                    # (a poll whose next request fails must not report the previous answer).
+                    status, http_version = None, ""
+                    status, http_version, response_headers, body = await self.request(
                         step, target, headers, phases
                     )
                     self.check_status(step, status, body)
@@ -249,6 +263,7 @@ class JourneyRun:
             return result(False, Reason.EXTRACTION, str(unusable))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason, message = classify(exc)
+            error_type = qualified_name(type(exc))
             return result(False, reason, message)
         return result(True)
 
@@ -263,6 +278,37 @@ class JourneyRun:
             if failure is None:
                 raise
             raise failure from None
+
+    def with_query(self, step: Step, url: URL) -> URL:
+        """The step's URL with its query parameters, as aiohttp would add them (so that the
+        result's URL is the one sent). One that cannot be sent fails the step as
+        `extraction`, naming the variables."""
+        params = {
+            k: text_field(v, self.variables, f"query parameter {k}") for k, v in step.query.items()
+        }
+        if not params:
+            return url
+        try:
+            return url.extend_query(params)
+        except (ValueError, TypeError) as exc:
+            failure = unsendable("the query", list(step.query.values()), self.variables, exc)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def url_template(self, step: Step) -> str:
+        """The step's absolute path as configured, each `{{name}}` written `{name}`: the
+        same for every run (what `url.template` on a span needs)."""
+        path = render(step.path, {name: f"{{{name}}}" for name in variables_in(step.path)})
+        return URL(self.check.base_url).raw_path.rstrip("/") + str(path)
+
+    def user_agent(self, headers: Mapping[str, str]) -> str:
+        """The User-Agent the request carries: the step's or site's header, else the
+        session's, else aiohttp's own."""
+        for name, value in headers.items():
+            if name.lower() == "user-agent":
+                return value
+        return self.ctx.http.headers.get("User-Agent", SERVER_SOFTWARE)
 
     async def headers(self, step: Step, span_id: str) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -304,21 +350,19 @@ class JourneyRun:
 
     async def request(
         self, step: Step, url: URL, headers: dict[str, str], phases: dict[str, float]
-    ) -> tuple[int, Mapping[str, str], bytes]:
+    ) -> tuple[int, str, Mapping[str, str], bytes]:
+        """Send the step's request to `url` (its query included): the status, the HTTP
+        version ("1.1"), the headers and the body of the response."""
         try:
             body = render(step.body, self.variables) if step.body is not None else None
         except UnusableVariable as unusable:
             raise CheckFailure(
                 Reason.EXTRACTION, f"{unusable} and cannot go in the JSON body"
             ) from None
-        params = {
-            k: text_field(v, self.variables, f"query parameter {k}") for k, v in step.query.items()
-        }
         try:
             response = await self.ctx.http.request(
                 step.method,
                 url,
-                params=params or None,
                 headers=headers,
                 json=body,
                 ssl=self.check.ssl,
@@ -341,7 +385,9 @@ class JourneyRun:
             t_body = time.perf_counter()
             data = await read_bounded(response, self.cfg.max_body_bytes)
             phases["body"] = time.perf_counter() - t_body
-            return response.status, response.headers, data
+            version = response.version
+            http_version = f"{version.major}.{version.minor}" if version else ""
+            return response.status, http_version, response.headers, data
 
     def check_status(self, step: Step, status: int, body: bytes) -> None:
         """Fail the step on an unexpected status: 401/403 as `auth`, anything else as
@@ -375,3 +421,11 @@ class JourneyRun:
             if not found:
                 raise CheckFailure(Reason.EXTRACTION, f"{path} matched nothing for {variable}")
             self.variables[variable] = found[0]
+
+
+def qualified_name(cls: type) -> str:
+    """A class's fully qualified name, builtins bare (`TimeoutError`): what OpenTelemetry's
+    `error.type` holds for an exception."""
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"

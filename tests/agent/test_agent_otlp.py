@@ -8,13 +8,16 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 import yaml
 
 from failsight.agent.demo.simulator import Platform
-from tests.fixtures.otlp_receiver import BlackHole, GrpcReceiver
+from failsight.agent.otlp_config import INSTANCE_ID
+from failsight.core.http import USER_AGENT
+from tests.fixtures.otlp_receiver import BlackHole, GrpcReceiver, attributes
 from tests.fixtures.platform import (
     demo_config_data,
     running_agent,
@@ -60,11 +63,13 @@ async def test_spans_carry_the_traceparent_the_site_received_and_a_black_hole_co
         spans = grpc_receiver.inbox.spans()
         resource = spans[0].resource
         assert resource["service.name"] == "failsight"
-        assert (resource["vantage"], resource["cloud.provider"], resource["cloud.region"]) == (
-            "aws-use1",
-            "aws",
-            "us-east-1",
-        )
+        assert (
+            resource["failsight.vantage"],
+            resource["cloud.provider"],
+            resource["cloud.region"],
+        ) == ("aws-use1", "aws", "us-east-1")
+        assert "vantage" not in resource
+        assert resource["service.instance.id"] == INSTANCE_ID
         # Every traceparent a site received names a trace and a span that reached the collector.
         received = {
             tuple(r.headers["traceparent"].split("-")[1:3])
@@ -85,6 +90,36 @@ async def test_spans_carry_the_traceparent_the_site_received_and_a_black_hole_co
             lambda: "failsight.journey_runs" in grpc_receiver.inbox.newest_metric_names(),
             timeout=15,
         )
+
+        # The demo journey's allocation step, as the HTTP client conventions name and describe
+        # it: the request the site received (test_otlp checks the User-Agent a site receives).
+        allocation = next(
+            s.item
+            for s in grpc_receiver.inbox.spans()
+            if s.item.name == "POST /api/v1/orders/{order_id}/allocation"
+        )
+        attrs = attributes(allocation.attributes)
+        site = attrs["failsight.site"]
+        request = next(
+            r
+            for r in platform.state(site).requests
+            if (r.headers["traceparent"] or "").split("-")[2:3] == [allocation.span_id.hex()]
+        )
+        base = urlsplit(platform.urls[site])
+        assert allocation.kind == 3  # SPAN_KIND_CLIENT
+        assert allocation.status.code == 0
+        assert {k: v for k, v in attrs.items() if not k.startswith("failsight.")} == {
+            "http.request.method": "POST",
+            "url.full": f"{platform.urls[site]}{request.path}",
+            "url.scheme": "http",
+            "url.template": "/api/v1/orders/{order_id}/allocation",
+            "server.address": base.hostname,
+            "server.port": base.port,
+            "http.response.status_code": 202,
+            "network.protocol.version": "1.1",
+            "user_agent.original": USER_AGENT,
+            "user_agent.synthetic.type": "test",
+        }
 
         # The black hole: its exports fail (counted), and nothing else notices.
         assert agent.scheduler is not None

@@ -8,22 +8,32 @@ import contextlib
 import io
 import json
 import logging
+import re
+import socket
 import ssl
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import trustme
+from aiohttp import web
 from pydantic import ValidationError
 
 from failsight.agent.logs import JsonFormatter, LogsConfig, configure_logging, log_result
 from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS
-from failsight.agent.otlp import OtlpSink
-from failsight.agent.otlp_config import OtlpCollectorConfig, build_resource
-from failsight.core.check import new_run_id, new_span_id, new_trace_id
+from failsight.agent.otlp import OtlpSink, url_attributes
+from failsight.agent.otlp_config import INSTANCE_ID, OtlpCollectorConfig, build_resource
+from failsight.agent.scheduler import run_check
+from failsight.core.check import ProbeContext, new_run_id, new_span_id, new_trace_id
+from failsight.core.http import USER_AGENT, new_session
+from failsight.core.redact import REDACTOR
 from failsight.core.results import Measurement, Reason, Result, StepResult
-from failsight.core.telemetry import Sample
+from failsight.core.telemetry import MetricType, Sample
+from failsight.probes.journey import JourneyCheck, JourneyConfig
 from tests.fixtures.otlp_receiver import (
     BlackHole,
     GrpcReceiver,
@@ -35,6 +45,8 @@ from tests.fixtures.otlp_receiver import (
 )
 
 VANTAGE = "aws-use1"
+# opentelemetry.proto.trace.v1.Span.SpanKind
+SPAN_KIND_INTERNAL, SPAN_KIND_CLIENT = 1, 3
 RESOURCE = build_resource(VANTAGE, "aws", "us-east-1", "1.2.3")
 SECRET_TOKEN = "Bearer s3cr3t-token-value"
 
@@ -57,6 +69,9 @@ def journey_result(
             start_offset=0.0,
             span_id=new_span_id(),
             phases={"connect": 0.01, "ttfb": 0.1},
+            url_template="/api/orders",
+            user_agent=USER_AGENT,
+            http_version="1.1",
         ),
         StepResult(
             name="allocate",
@@ -69,6 +84,9 @@ def journey_result(
             url="https://user:pw@orders.example/api/orders/42",
             start_offset=0.130,
             span_id=new_span_id(),
+            url_template="/api/orders/{order_id}",
+            user_agent=USER_AGENT,
+            http_version="1.1",
         ),
         StepResult(name="ship", ok=True, duration=0.0, skipped=not ok, start_offset=0.5),
     )
@@ -314,13 +332,47 @@ def test_ca_file_needs_tls(tmp_path: Any) -> None:
 
 def test_build_resource() -> None:
     resource = build_resource("gcp-euw1", "gcp", "europe-west1", "0.9.0")
-    assert resource["service.name"] == "failsight"
-    assert resource["service.version"] == "0.9.0"
-    assert resource["vantage"] == "gcp-euw1"
-    assert resource["cloud.provider"] == "gcp"
-    assert resource["cloud.region"] == "europe-west1"
-    assert resource["host.name"]
+    assert resource == {
+        "service.name": "failsight",
+        "service.version": "0.9.0",
+        "service.instance.id": INSTANCE_ID,
+        "host.name": socket.gethostname(),
+        "failsight.vantage": "gcp-euw1",
+        "cloud.provider": "gcp",
+        "cloud.region": "europe-west1",
+    }
     assert "cloud.region" not in build_resource("v", None, None, "1")
+
+
+def test_the_instance_id_is_a_uuid_per_process_that_a_reload_keeps() -> None:
+    assert uuid.UUID(INSTANCE_ID).version == 4
+    # A reload builds the resource again: the same instance.
+    assert build_resource("v", None, None, "1")["service.instance.id"] == INSTANCE_ID
+    # Another process is another instance.
+    code = "from failsight.agent.otlp_config import INSTANCE_ID; print(INSTANCE_ID)"
+    others = {
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert len(others) == 2 and INSTANCE_ID not in others
+    assert all(uuid.UUID(other).version == 4 for other in others)
+
+
+def test_every_family_has_a_ucum_unit() -> None:
+    """What each instrument the OTLP path creates declares as its unit: seconds `s`, bytes
+    `By`, counts an annotation such as `{run}`, and `1` only for what is dimensionless (a
+    0/1 state, an info value)."""
+    for spec in CATALOGUE.values():
+        if spec.name.endswith("_seconds"):
+            assert spec.unit == "s", spec.name
+        elif spec.name.endswith("_bytes"):
+            assert spec.unit == "By", spec.name
+        elif spec.type is MetricType.COUNTER:
+            assert re.fullmatch(r"\{[a-z_]+\}", spec.unit), spec.name
+        else:
+            assert spec.unit == "1" or re.fullmatch(r"\{[a-z_]+\}", spec.unit), spec.name
 
 
 def test_collector_names_must_be_unique() -> None:
@@ -360,11 +412,19 @@ async def test_metrics_spans_and_logs_arrive(
     assert root.end_time_unix_nano == int((failed.started_at + failed.duration) * 1e9)
     assert root.status.code == 2  # STATUS_CODE_ERROR
     assert root.status.message == failed.message
-    root_attrs = _span_attrs(root)
-    assert root_attrs["failsight.site"] == "aws-use1"
-    assert root_attrs["failsight.journey"] == "order-to-invoice"
-    assert root_attrs["failsight.run_id"] == failed.run_id
-    assert root_attrs["failsight.reason"] == "http_status"
+    assert root.kind == SPAN_KIND_INTERNAL
+    # The run's own span: our attributes, our reason; error.type belongs to the HTTP spans.
+    assert _span_attrs(root) == {
+        "failsight.run_id": failed.run_id,
+        "failsight.site": "aws-use1",
+        "failsight.check": failed.check,
+        "failsight.kind": "journey",
+        "failsight.target": "order-to-invoice",
+        "failsight.critical": True,
+        "failsight.journey": "order-to-invoice",
+        "failsight.failed_step": "allocate",
+        "failsight.reason": "http_status",
+    }
     # The skipped step never ran: no span. Two steps and one cleanup step did.
     assert len(spans) == 4
     for step in (*failed.steps[:2], *failed.cleanup):
@@ -378,18 +438,46 @@ async def test_metrics_spans_and_logs_arrive(
         assert attrs["failsight.cleanup"] is (step in failed.cleanup)
         assert attrs["failsight.run_id"] == failed.run_id
     allocate = by_id[failed.steps[1].span_id]
+    assert allocate.name == "GET /api/orders/{order_id}"
+    assert allocate.kind == SPAN_KIND_CLIENT
     assert allocate.status.code == 2
-    assert allocate.status.message == "expected status 200, got 503"
-    assert _span_attrs(allocate)["failsight.reason"] == "http_status"
-    assert (
-        _span_attrs(allocate)["url.full"]
-        == "https://REDACTED:REDACTED@orders.example/api/orders/42"
-    )
+    # The status code says it: no description (the conventions' rule).
+    assert allocate.status.message == ""
+    assert _span_attrs(allocate) == {
+        "failsight.run_id": failed.run_id,
+        "failsight.site": "aws-use1",
+        "failsight.journey": "order-to-invoice",
+        "failsight.step": "allocate",
+        "failsight.cleanup": False,
+        "failsight.attempts": 1,
+        "failsight.reason": "http_status",
+        "http.request.method": "GET",
+        "url.full": "https://REDACTED:REDACTED@orders.example/api/orders/42",
+        "url.scheme": "https",
+        "url.template": "/api/orders/{order_id}",
+        "server.address": "orders.example",
+        "server.port": 443,  # required, also when it is the scheme's default
+        "http.response.status_code": 503,
+        "network.protocol.version": "1.1",
+        "user_agent.original": USER_AGENT,
+        "user_agent.synthetic.type": "test",
+        "error.type": "503",
+    }
+    # A step result without a template (built by hand) is named by its method alone.
+    assert by_id[failed.cleanup[0].span_id].name == "DELETE"
     ok_root = next(s for s in inbox.span_items() if _hex(s.span_id) == passed.span_id)
     assert ok_root.status.code == 0
     resource = inbox.spans()[0].resource
+    assert resource == {
+        **RESOURCE,
+        # Added by the SDK.
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": resource["telemetry.sdk.version"],
+    }
     assert resource["service.name"] == "failsight"
-    assert resource["vantage"] == VANTAGE
+    assert resource["failsight.vantage"] == VANTAGE
+    assert resource["service.instance.id"] == INSTANCE_ID
     assert resource["cloud.provider"] == "aws"
     assert resource["cloud.region"] == "us-east-1"
     assert resource["service.version"] == "1.2.3"
@@ -400,7 +488,16 @@ async def test_metrics_spans_and_logs_arrive(
 
     await wait_for(counted_both_runs, "journey_runs to reach 2")
     runs = inbox.latest_metric("failsight.journey_runs")
-    assert runs is not None and runs.unit == "1" and runs.sum.is_monotonic
+    assert runs is not None and runs.sum.is_monotonic
+    # Every instrument carries its family's UCUM unit.
+    by_otel_name = {spec.otel_name: spec for spec in CATALOGUE.values()}
+    received = {m.item.name: m.item.unit for m in inbox.metrics()}
+    assert {"failsight.journey_runs", "failsight.journey_duration"} <= received.keys()
+    assert received == {name: by_otel_name[name].unit for name in received}
+    assert (received["failsight.journey_runs"], received["failsight.journey_duration"]) == (
+        "{run}",
+        "s",
+    )
     assert {_point_attrs(p)["result"] for p in runs.sum.data_points} == {"success", "failure"}
     assert _point_attrs(runs.sum.data_points[0]) | {"result": "x"} == {
         "site": "aws-use1",
@@ -430,7 +527,8 @@ async def test_metrics_spans_and_logs_arrive(
     }
     check_duration = inbox.latest_metric("failsight.check_duration")
     assert check_duration is not None and check_duration.unit == "s"
-    assert inbox.metrics()[0].resource["vantage"] == VANTAGE
+    assert inbox.metrics()[0].resource["failsight.vantage"] == VANTAGE
+    assert inbox.metrics()[0].resource["service.instance.id"] == INSTANCE_ID
 
     # Logs: one record per run, with the trace id and the run's fields; no secret anywhere.
     await wait_for(lambda: len(inbox.log_items()) >= 2, "two run log records")
@@ -457,6 +555,437 @@ async def test_metrics_spans_and_logs_arrive(
     counts = sink.export_counts()
     assert counts[("otlp:main:traces", "failure")] == 0
     assert counts[("otlp:main:traces", "dropped")] == 0
+
+
+# -- step spans from real journey runs: the OpenTelemetry HTTP client conventions -------------
+
+# Secrets the process does not hold (nothing registered them): only where they sit in the URL
+# (the userinfo, a query parameter named like a credential) gives them away.
+QUERY_TOKEN = "q-tok-9f8e7d6c5b4a"
+QUERY_SIGNATURE = "sig-0a1b2c3d4e5f"
+USERINFO_PASSWORD = "u-pass-1a2b3c4d"
+
+
+class Shop:
+    """A real HTTP server under /platform: an order to submit, an allocation that needs one
+    poll, an invoice that fails with 500, an order that is never `shipped`, a DELETE that
+    answers 404, and a tracking number whose second poll is cut off without an answer. It
+    records the User-Agent and query string of every request."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.tracking_polls = 0
+        self.seen: list[tuple[str, str]] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _record(self, request: web.Request) -> None:
+        self.seen.append((request.headers.get("User-Agent", ""), request.query_string))
+
+    async def submit(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response({"order_id": "A-17"}, status=201)
+
+    async def allocate(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        self.polls += 1
+        return web.json_response({"state": "allocated" if self.polls > 1 else "pending"})
+
+    async def invoice(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(status=500, text="boom")
+
+    async def order(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response({"state": "allocated"})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(status=404)
+
+    async def tracking(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        self.tracking_polls += 1
+        if self.tracking_polls > 1 and request.transport is not None:
+            request.transport.abort()  # the connection drops: no status line
+        return web.json_response({"state": "pending"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/platform/api/v1/orders", self.submit)
+        app.router.add_put("/platform/api/v1/orders/{id}/allocation", self.allocate)
+        app.router.add_get("/platform/api/v1/orders/{id}/invoice", self.invoice)
+        app.router.add_get("/platform/api/v1/orders/{id}", self.order)
+        app.router.add_delete("/platform/api/v1/orders/{id}", self.delete)
+        app.router.add_get("/platform/api/v1/orders/{id}/tracking", self.tracking)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = next(a[1] for a in self._runner.addresses if isinstance(a, tuple))
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def shop() -> AsyncIterator[Shop]:
+    server = Shop()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def orders_journey() -> JourneyConfig:
+    return JourneyConfig.model_validate(
+        {
+            "name": "orders",
+            "timeout": "5s",
+            "steps": [
+                {
+                    "name": "submit",
+                    "method": "POST",
+                    "path": "/api/v1/orders",
+                    "json": {"sku": "S-1"},
+                    "expect": {"status": [201]},
+                    "extract": {"order_id": "$.order_id"},
+                },
+                {
+                    "name": "allocate",
+                    "method": "PUT",
+                    "path": "/api/v1/orders/{{order_id}}/allocation",
+                    "query": {
+                        "page": "1",
+                        "access_token": QUERY_TOKEN,
+                        "X-Amz-Signature": QUERY_SIGNATURE,
+                    },
+                    "poll": {"path": "$.state", "until": "allocated", "interval": "50ms"},
+                },
+                {"name": "invoice", "path": "/api/v1/orders/{{order_id}}/invoice"},
+            ],
+            "cleanup": [
+                {
+                    "name": "verify",
+                    "path": "/api/v1/orders/{{order_id}}",
+                    "expect": {"json": [{"path": "$.state", "equals": "shipped"}]},
+                },
+                {
+                    "name": "delete",
+                    "method": "DELETE",
+                    "path": "/api/v1/orders/{{order_id}}",
+                    "expect": {"status": [404]},
+                },
+            ],
+        }
+    )
+
+
+async def run_journey(journey: JourneyConfig, base_url: str) -> Result:
+    """One real run of the journey against `base_url`, as the agent runs it."""
+    async with new_session() as http:
+        check = JourneyCheck(journey, site="primary", base_url=base_url)
+        return await run_check(check, ProbeContext(vantage=VANTAGE, http=http))
+
+
+def _without_phases(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in attrs.items() if not k.startswith("failsight.phase.")}
+
+
+async def test_step_spans_follow_the_http_client_conventions(
+    shop: Shop, grpc_receiver: GrpcReceiver, make_sink: SinkFactory
+) -> None:
+    base = f"http://shop:{USERINFO_PASSWORD}@127.0.0.1:{shop.port}/platform"
+    result = await run_journey(orders_journey(), base)
+    assert [(s.name, s.ok) for s in (*result.steps, *result.cleanup)] == [
+        ("submit", True),
+        ("allocate", True),
+        ("invoice", False),
+        ("verify", False),
+        ("delete", True),
+    ]
+    # The secrets did go to the site: the spans must leave them out, not the request.
+    assert f"access_token={QUERY_TOKEN}" in shop.seen[1][1]
+    sink = make_sink(collector("main", grpc_receiver.endpoint, signals=["traces"]))
+    sink.handle(result)
+    inbox = grpc_receiver.inbox
+    await wait_for(lambda: len(inbox.span_items()) == 6, "the run's six spans")
+    by_name = {s.name: s for s in inbox.span_items()}
+    origin = f"http://REDACTED:REDACTED@127.0.0.1:{shop.port}"
+    common = {
+        "failsight.run_id": result.run_id,
+        "failsight.site": "primary",
+        "failsight.journey": "orders",
+        "url.scheme": "http",
+        "server.address": "127.0.0.1",
+        "server.port": shop.port,
+        "network.protocol.version": "1.1",
+        # What the site received.
+        "user_agent.original": USER_AGENT,
+        "user_agent.synthetic.type": "test",
+    }
+    assert {agent for agent, _ in shop.seen} == {USER_AGENT}
+
+    submit = by_name["POST /platform/api/v1/orders"]
+    assert (submit.kind, submit.status.code, submit.status.message) == (SPAN_KIND_CLIENT, 0, "")
+    assert {"failsight.phase.ttfb", "failsight.phase.body"} <= set(_span_attrs(submit))
+    assert _without_phases(_span_attrs(submit)) == {
+        **common,
+        "failsight.step": "submit",
+        "failsight.cleanup": False,
+        "failsight.attempts": 1,
+        "http.request.method": "POST",
+        "url.full": f"{origin}/platform/api/v1/orders",
+        "url.template": "/platform/api/v1/orders",
+        "http.response.status_code": 201,
+    }
+
+    # Polled once more: one span, the re-send counted; secret query values redacted.
+    allocate = by_name["PUT /platform/api/v1/orders/{order_id}/allocation"]
+    assert (allocate.kind, allocate.status.code) == (SPAN_KIND_CLIENT, 0)
+    assert _without_phases(_span_attrs(allocate)) == {
+        **common,
+        "failsight.step": "allocate",
+        "failsight.cleanup": False,
+        "failsight.attempts": 2,
+        "http.request.method": "PUT",
+        "url.full": (
+            f"{origin}/platform/api/v1/orders/A-17/allocation"
+            "?page=1&access_token=REDACTED&X-Amz-Signature=REDACTED"
+        ),
+        "url.template": "/platform/api/v1/orders/{order_id}/allocation",
+        "http.response.status_code": 200,
+        "http.request.resend_count": 1,
+    }
+
+    # HTTP 500: error.type is the status code; our reason has its own attribute.
+    invoice = by_name["GET /platform/api/v1/orders/{order_id}/invoice"]
+    assert (invoice.kind, invoice.status.code, invoice.status.message) == (
+        SPAN_KIND_CLIENT,
+        2,
+        "",
+    )
+    assert _without_phases(_span_attrs(invoice)) == {
+        **common,
+        "failsight.step": "invoice",
+        "failsight.cleanup": False,
+        "failsight.attempts": 1,
+        "failsight.reason": "http_status",
+        "http.request.method": "GET",
+        "url.full": f"{origin}/platform/api/v1/orders/A-17/invoice",
+        "url.template": "/platform/api/v1/orders/{order_id}/invoice",
+        "http.response.status_code": 500,
+        "error.type": "500",
+    }
+
+    # A 200 whose body fails the step's expectation: an error the status does not explain.
+    verify = by_name["GET /platform/api/v1/orders/{order_id}"]
+    assert (verify.status.code, verify.status.message) == (
+        2,
+        "$.state is 'allocated', expected 'shipped'",
+    )
+    verify_attrs = _span_attrs(verify)
+    assert (verify_attrs["error.type"], verify_attrs["failsight.reason"]) == ("_OTHER", "assertion")
+    assert (verify_attrs["failsight.cleanup"], verify_attrs["http.response.status_code"]) == (
+        True,
+        200,
+    )
+
+    # A 404 the step expected: the step passed, the client span is still an error (the
+    # conventions' rule for 4xx), without our reason.
+    delete = by_name["DELETE /platform/api/v1/orders/{order_id}"]
+    assert (delete.status.code, delete.status.message) == (2, "")
+    delete_attrs = _span_attrs(delete)
+    assert delete_attrs["error.type"] == "404"
+    assert "failsight.reason" not in delete_attrs
+
+    root = by_name["journey orders"]
+    assert (root.kind, root.status.code) == (SPAN_KIND_INTERNAL, 2)
+    assert "error.type" not in _span_attrs(root)
+    assert _span_attrs(root)["failsight.failed_step"] == "invoice"
+
+    everything = str(inbox.span_items())
+    for secret in (USERINFO_PASSWORD, QUERY_TOKEN, QUERY_SIGNATURE):
+        assert secret not in everything
+
+
+async def test_a_step_without_a_response_has_the_exception_as_error_type(
+    grpc_receiver: GrpcReceiver, make_sink: SinkFactory
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens there now: the connection is refused.
+    journey = JourneyConfig.model_validate(
+        {"name": "refused", "steps": [{"name": "list", "path": "/api/v1/orders/{{run_id}}"}]}
+    )
+    result = await run_journey(journey, f"http://127.0.0.1:{port}")
+    assert result.reason is Reason.CONNECT
+    sink = make_sink(collector("main", grpc_receiver.endpoint, signals=["traces"]))
+    sink.handle(result)
+    await wait_for(lambda: len(grpc_receiver.inbox.span_items()) == 2, "the run's two spans")
+    span = next(s for s in grpc_receiver.inbox.span_items() if s.name != "journey refused")
+    assert span.name == "GET /api/v1/orders/{run_id}"
+    assert (span.kind, span.status.code) == (SPAN_KIND_CLIENT, 2)
+    # No status code to infer it from: the step's message describes the error.
+    assert span.status.message == result.steps[0].message
+    assert span.status.message.startswith(f"cannot connect to 127.0.0.1:{port}: ")
+    # No response: no status code, no protocol version.
+    assert _without_phases(_span_attrs(span)) == {
+        "failsight.run_id": result.run_id,
+        "failsight.site": "primary",
+        "failsight.journey": "refused",
+        "failsight.step": "list",
+        "failsight.cleanup": False,
+        "failsight.attempts": 1,
+        "failsight.reason": "connect",
+        "http.request.method": "GET",
+        "url.full": f"http://127.0.0.1:{port}/api/v1/orders/{result.run_id}",
+        "url.scheme": "http",
+        "url.template": "/api/v1/orders/{run_id}",
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "user_agent.original": USER_AGENT,
+        "user_agent.synthetic.type": "test",
+        "error.type": "aiohttp.client_exceptions.ClientConnectorError",
+    }
+
+
+async def test_a_poll_whose_last_request_got_no_response_reports_none(
+    shop: Shop, grpc_receiver: GrpcReceiver, make_sink: SinkFactory
+) -> None:
+    journey = JourneyConfig.model_validate(
+        {
+            "name": "tracking",
+            "steps": [
+                {
+                    "name": "submit",
+                    "method": "POST",
+                    "path": "/api/v1/orders",
+                    "expect": {"status": [201]},
+                    "extract": {"order_id": "$.order_id"},
+                },
+                {
+                    "name": "track",
+                    "path": "/api/v1/orders/{{order_id}}/tracking",
+                    "poll": {"path": "$.state", "until": "shipped", "interval": "50ms"},
+                },
+            ],
+        }
+    )
+    result = await run_journey(journey, f"http://127.0.0.1:{shop.port}/platform")
+    track = result.steps[1]
+    # The first poll was answered 200; the second was not answered at all.
+    assert (track.reason, track.attempts, track.status) == (Reason.CONNECT, 2, None)
+    sink = make_sink(collector("main", grpc_receiver.endpoint, signals=["traces"]))
+    sink.handle(result)
+    await wait_for(lambda: len(grpc_receiver.inbox.span_items()) == 3, "the run's three spans")
+    span = next(
+        s
+        for s in grpc_receiver.inbox.span_items()
+        if s.name == "GET /platform/api/v1/orders/{order_id}/tracking"
+    )
+    attrs = _span_attrs(span)
+    assert span.status.code == 2
+    assert attrs["error.type"] == "aiohttp.client_exceptions.ServerDisconnectedError"
+    assert attrs["http.request.resend_count"] == 1
+    assert "http.response.status_code" not in attrs
+    assert "network.protocol.version" not in attrs
+
+
+# A value this test registers as a secret of the process (unique: harmless to other tests).
+HELD_SECRET = f"held-{uuid.uuid4().hex}"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "https://orders.example/api/orders",
+            {
+                "url.full": "https://orders.example/api/orders",
+                "url.scheme": "https",
+                "server.address": "orders.example",
+                "server.port": 443,
+            },
+        ),
+        (
+            "http://orders.example",
+            {
+                "url.full": "http://orders.example",
+                "url.scheme": "http",
+                "server.address": "orders.example",
+                "server.port": 80,
+            },
+        ),
+        (
+            "http://[::1]:8080/x",
+            {
+                "url.full": "http://[::1]:8080/x",
+                "url.scheme": "http",
+                "server.address": "::1",
+                "server.port": 8080,
+            },
+        ),
+        (
+            "https://user:pw@h.example:8443/x?a=1",
+            {
+                "url.full": "https://REDACTED:REDACTED@h.example:8443/x?a=1",
+                "url.scheme": "https",
+                "server.address": "h.example",
+                "server.port": 8443,
+            },
+        ),
+        (
+            "https://only-a-token@h.example/x",
+            {
+                "url.full": "https://REDACTED:REDACTED@h.example/x",
+                "url.scheme": "https",
+                "server.address": "h.example",
+                "server.port": 443,
+            },
+        ),
+        ("", {}),
+    ],
+)
+def test_url_attributes(url: str, expected: dict[str, Any]) -> None:
+    assert url_attributes(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "scrubbed"),
+    [
+        ("page=2&q=hello&flag&a=1&a=2", "page=2&q=hello&flag&a=1&a=2"),
+        ("access_token=abc&page=2", "access_token=REDACTED&page=2"),
+        ("apiKey=k&api_key=k&x-api-key=k", "apiKey=REDACTED&api_key=REDACTED&x-api-key=REDACTED"),
+        (
+            "client_secret=s&password=p&id_token=t",
+            "client_secret=REDACTED&password=REDACTED&id_token=REDACTED",
+        ),
+        # The conventions' list: signed cloud-storage URLs.
+        (
+            "AWSAccessKeyId=A&Signature=S&sig=s&X-Amz-Credential=c&X-Amz-Security-Token=t"
+            "&X-Amz-Signature=s&X-Goog-Signature=g",
+            "AWSAccessKeyId=REDACTED&Signature=REDACTED&sig=REDACTED&X-Amz-Credential=REDACTED"
+            "&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED&X-Goog-Signature=REDACTED",
+        ),
+        ("access%5Ftoken=abc&code=c", "access%5Ftoken=REDACTED&code=REDACTED"),
+    ],
+)
+def test_url_full_redacts_secret_looking_query_values(query: str, scrubbed: str) -> None:
+    assert url_attributes(f"https://h.example/x?{query}")["url.full"] == (
+        f"https://h.example/x?{scrubbed}"
+    )
+
+
+def test_url_full_redacts_every_secret_the_process_holds() -> None:
+    REDACTOR.add(HELD_SECRET)
+    assert url_attributes(f"https://h.example/orders/{HELD_SECRET}?note={HELD_SECRET}") == {
+        "url.full": "https://h.example/orders/[redacted]?note=[redacted]",
+        "url.scheme": "https",
+        "server.address": "h.example",
+        "server.port": 443,
+    }
 
 
 async def test_other_kinds_are_one_span_and_gauges_follow_the_latest_result(

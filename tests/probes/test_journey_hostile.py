@@ -542,3 +542,29 @@ def test_templating_refuses_non_text_values_as_text_naming_the_variable() -> Non
         assert render({"v": "{{" + name + "}}"}, values) == {"v": values[name]}  # whole: kept
     assert render_text("/{{i}}/{{b}}", values) == "/3/false"
     assert render({"{{i}}": "{{i}}"}, values) == {"3": 3}
+
+
+async def test_a_token_extracted_into_a_query_string_never_reaches_the_result(
+    hostile: Hostile, ctx: ProbeContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session token the target hands out at run time is no configured secret, so no
+    redactor knows it: the step's URL (logs, API, spans) is scrubbed where it is recorded."""
+    token = "tok-" + secrets.token_hex(8)
+    hostile.answer("/login", {"session": token})
+    hostile.answer("/orders", {"ok": True})
+    result = await run(
+        hostile,
+        ctx,
+        caplog,
+        [
+            {"name": "login", "method": "POST", "path": "/login", "extract": {"t": "$.session"}},
+            {"name": "list", "path": "/orders", "query": {"access_token": "{{t}}", "page": "2"}},
+        ],
+    )
+    assert result.ok, result.summary()
+    # The target got the real token...
+    assert f"/orders?access_token={token}&page=2" in hostile.paths()
+    # ...and the result keeps where the request went, with the token's value scrubbed.
+    assert result.steps[1].url == f"{hostile.url}/orders?access_token=REDACTED&page=2"
+    assert token not in json.dumps(result.summary(), default=str)
+    assert token not in caplog.text
