@@ -1,38 +1,72 @@
-"""The container image recipe and the Kubernetes manifests: lint, schemas, security, wiring."""
+"""The container image recipe and the Kubernetes manifests: lint, schemas, security, wiring.
+
+Every kustomization is rendered with the real kustomize (`kubectl kustomize`), as `kubectl
+apply -k` would, and the rendered objects are what the tests check.
+"""
 
 from __future__ import annotations
 
-import copy
 import fnmatch
+import functools
+import importlib.util
+import ipaddress
+import json
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
-from kubernetes_validate.utils import latest_version  # type: ignore[import-untyped]
+from kubernetes_validate.utils import all_versions  # type: ignore[import-untyped]
 
-from failsight.agent.config import Config, load_config
+from failsight.agent.config import Config, env, load_config
 from failsight.agent.yamlsource import ConfigInvalid
+from failsight.core.version import __version__
+from failsight.probes import dns as dns_kind
+from failsight.probes import tcp as tcp_kind
+from failsight.probes import tls as tls_kind
+from tests.fixtures.prometheus import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 K8S = REPO / "deploy" / "kubernetes"
-OVERLAYS = ("daemonset", "sidecar")
+BASE_CONFIG = K8S / "base" / "config.yaml"
 SECRET_EXAMPLE = K8S / "base" / "secret.example.yaml"
+RELEASE = K8S / "components" / "release"
+MONITORING = K8S / "monitoring"
 SECRETS_DIR = "/etc/failsight/secrets"
 UID = 10001
-# The oldest Kubernetes release still in wide support, and the newest the package ships schemas
-# for: a field dropped or renamed in between fails one of the two.
-K8S_VERSIONS = ("1.29.0", latest_version())
-CORE_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service"}
+# The clouds, each an overlay of the DaemonSet: (vantage, cloud_provider, cloud_region).
+CLOUDS = {
+    "aws-use1": ("aws", "us-east-1"),
+    "gcp-euw1": ("gcp", "europe-west1"),
+    "azure-weu": ("azure", "westeurope"),
+}
+OVERLAYS = tuple(f"overlays/{cloud}" for cloud in CLOUDS)
+# What runs an agent when applied: each overlay (a DaemonSet) and the sidecar.
+DEPLOYABLE = (*OVERLAYS, "sidecar")
+KUSTOMIZATIONS = ("base", "daemonset", "sidecar", "monitoring", *OVERLAYS)
+# The oldest and the newest Kubernetes the schema package ships: a field dropped or renamed in
+# between fails one of the two.
+_SHIPPED = sorted(set(all_versions()), key=lambda v: tuple(int(p) for p in v.split(".")))
+K8S_VERSIONS = (_SHIPPED[0], _SHIPPED[-1])
+CORE_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service", "NetworkPolicy"}
 WORKLOAD_KINDS = {"DaemonSet", "Deployment"}
+CUSTOM_KINDS = {"PodMonitor", "PrometheusRule"}
+RECOMMENDED = tuple(
+    f"app.kubernetes.io/{key}"
+    for key in ("name", "instance", "version", "component", "part-of", "managed-by")
+)
+# Labels that change with a release, or that the release component adds: never in a selector,
+# which is immutable (a DaemonSet's cannot change in place).
+NOT_IN_SELECTORS = {f"app.kubernetes.io/{key}" for key in ("version", "managed-by", "instance")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,69 +137,207 @@ def kustomization(directory: Path) -> dict[str, Any]:
     return data
 
 
-def render(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every object a kustomization directory pulls in (files and nested bases), with its file.
-
-    Only the resource graph: `kubectl kustomize` is not installed by `make test`, so namespace
-    and image rewriting are checked separately against what the kustomizations declare.
-    """
-    for entry in kustomization(directory)["resources"]:
-        target = (directory / entry).resolve()
-        assert target.exists(), f"{directory}/kustomization.yaml lists missing {entry}"
-        if target.is_dir():
-            yield from render(target)
-        else:
-            for doc in load_docs(target):
-                yield target, doc
-
-
-def all_manifests() -> list[tuple[Path, dict[str, Any]]]:
-    """Every Kubernetes object under deploy/kubernetes, including the example Secret."""
-    return [
-        (path, doc)
-        for path in sorted(K8S.rglob("*.yaml"))
-        if path.name != "kustomization.yaml"
-        for doc in load_docs(path)
-    ]
+@functools.cache
+def _kustomize(directory: Path) -> str:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail(
+            "kubectl is not installed: the manifests are rendered with the real kustomize "
+            "(`kubectl kustomize`, kubectl >= 1.27 bundles kustomize 5). The CI image has it "
+            "at /usr/bin/kubectl; elsewhere install kubectl (no cluster is needed)."
+        )
+    done = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"kubectl kustomize {directory}:\n{done.stderr}"
+    return done.stdout
 
 
-def workloads() -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (overlay, doc)
-        for overlay in OVERLAYS
-        for _, doc in render(K8S / overlay)
-        if doc["kind"] in WORKLOAD_KINDS
-    ]
+def rendered(name: str | Path) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize` renders for a kustomization (a fresh copy each call)."""
+    directory = name if isinstance(name, Path) else K8S / name
+    return [doc for doc in yaml.safe_load_all(_kustomize(directory)) if doc is not None]
+
+
+def one(objects: list[dict[str, Any]], *kinds: str) -> dict[str, Any]:
+    (found,) = [doc for doc in objects if doc["kind"] in kinds]
+    return found
+
+
+def workload(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objects, *WORKLOAD_KINDS)
 
 
 def failsight_container(pod_spec: dict[str, Any]) -> dict[str, Any]:
-    matches = [c for c in pod_spec["containers"] if c["image"].split(":")[0] == "failsight"]
-    assert len(matches) == 1, "each pod runs exactly one failsight container"
-    container: dict[str, Any] = matches[0]
-    return container
+    (container,) = [c for c in pod_spec["containers"] if c["name"] == "failsight"]
+    result: dict[str, Any] = container
+    return result
 
 
-def configmap_config() -> str:
-    (doc,) = [d for _, d in render(K8S / "base") if d["kind"] == "ConfigMap"]
-    text: str = doc["data"]["config.yaml"]
-    return text
+def config_files(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(file name, text) of each `--config` the agent container reads, in order, taken from
+    the ConfigMap mounted where the path points: what the pod would really load."""
+    spec = workload(objects)["spec"]["template"]["spec"]
+    container = failsight_container(spec)
+    args = container["args"]
+    paths = [Path(args[i + 1]) for i, arg in enumerate(args) if arg == "--config"]
+    assert args[0] == "run" and paths, args
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    configmaps = {d["metadata"]["name"]: d for d in objects if d["kind"] == "ConfigMap"}
+    files = []
+    for path in paths:
+        name = mounts[str(path.parent)]["configMap"]["name"]
+        assert name in configmaps, f"{name}: the mounted ConfigMap is not rendered"
+        files.append((path.name, configmaps[name]["data"][path.name]))
+    return files
 
 
-def load_config_with_secrets_of(text: str, directory: Path) -> Config:
-    """Load the ConfigMap's config as the agent would, with the Secret's keys as files."""
-    secrets_dir = directory / "secrets"
-    secrets_dir.mkdir()
+def secret_example() -> dict[str, str]:
     (secret,) = load_docs(SECRET_EXAMPLE)
-    for key, value in secret["stringData"].items():
+    values: dict[str, str] = secret["stringData"]
+    return values
+
+
+def with_secrets(files: list[tuple[str, str]], directory: Path) -> list[Path]:
+    """The config files written to `directory`, their `${file:...}` references pointing at the
+    example Secret's keys written as files, as the mounted Secret provides them."""
+    secrets_dir = directory / "secrets"
+    secrets_dir.mkdir(exist_ok=True)
+    for key, value in secret_example().items():
         (secrets_dir / key).write_text(value + "\n")
-    path = directory / "config.yaml"
-    path.write_text(text.replace(SECRETS_DIR + "/", f"{secrets_dir}/"))
-    return load_config(path)
+    paths = []
+    for index, (name, text) in enumerate(files):
+        path = directory / f"{index}-{name}"
+        path.write_text(text.replace(SECRETS_DIR + "/", f"{secrets_dir}/"))
+        paths.append(path)
+    return paths
 
 
-def configmap_config_keys() -> set[str]:
-    (doc,) = [d for _, d in render(K8S / "base") if d["kind"] == "ConfigMap"]
-    return set(doc["data"])
+def agent_config(deployable: str, directory: Path) -> Config:
+    return load_config(*with_secrets(config_files(rendered(deployable)), directory))
+
+
+def generator_script() -> ModuleType:
+    """scripts/k8s_monitoring.py, which writes deploy/kubernetes/monitoring."""
+    path = REPO / "scripts" / "k8s_monitoring.py"
+    spec = importlib.util.spec_from_file_location("k8s_monitoring", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def release() -> tuple[str, str, str | None]:
+    """(image name, tag, digest or None) from the release component, the one `images:`."""
+    (image,) = kustomization(RELEASE)["images"]
+    return image["newName"], image["newTag"], image.get("digest")
+
+
+def referenced_files(directory: Path) -> set[Path]:
+    """Every file a kustomization reads: resources, generator files, transformers, and those
+    of the kustomizations and components it pulls in."""
+    spec = kustomization(directory)
+    found = {directory / "kustomization.yaml"}
+    entries = [*spec.get("resources", []), *spec.get("components", [])]
+    entries += spec.get("transformers", [])
+    for generator in spec.get("configMapGenerator", []):
+        entries += generator.get("files", [])
+    for entry in entries:
+        target = (directory / entry).resolve()
+        assert target.exists(), f"{directory}/kustomization.yaml lists missing {entry}"
+        found |= referenced_files(target) if target.is_dir() else {target}
+    return found
+
+
+# A NetworkPolicy read the way the API server applies it, for the targets the config names.
+
+
+def _port_allowed(ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
+    if not ports:
+        return True  # no ports: every port
+    for entry in ports:
+        if entry.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in entry:
+            return True
+        first = entry["port"]
+        if isinstance(first, int) and first <= port <= entry.get("endPort", first):
+            return True
+    return False
+
+
+def _peer_allows(peer: dict[str, Any], host: str) -> bool:
+    """Whether a `to` entry covers a host outside the cluster. Pod and namespace selectors
+    only reach pods; a host name may resolve to any address, so only 0.0.0.0/0 covers it."""
+    block = peer.get("ipBlock")
+    if block is None:
+        return False
+    network = ipaddress.ip_network(block["cidr"])
+    excepted = [ipaddress.ip_network(cidr) for cidr in block.get("except", [])]
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return network.prefixlen == 0 and not excepted
+    return address in network and not any(address in net for net in excepted)
+
+
+def egress_allows(policy: dict[str, Any], host: str, port: int, protocol: str = "TCP") -> bool:
+    for rule in policy["spec"].get("egress", []):
+        if not _port_allowed(rule.get("ports"), port, protocol):
+            continue
+        peers = rule.get("to")
+        if not peers or any(_peer_allows(peer, host) for peer in peers):
+            return True
+    return False
+
+
+def _url_target(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    assert parts.hostname, url
+    return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+
+
+def egress_targets(config: Config) -> set[tuple[str, str, int, str]]:
+    """(what, host, port, protocol) of every connection the config makes from the pod."""
+    targets = {("endpoint " + e.name, *_url_target(e.url), "TCP") for e in env(config).endpoints}
+    targets |= {(f"peer {p.name}", *_url_target(p.url), "TCP") for p in config.peers}
+    for name in config.section(dns_kind.KIND):
+        for resolver in name.resolvers:
+            for protocol in ("UDP", "TCP"):  # TCP after a truncated answer
+                targets.add((f"dns {name.name}", resolver.address, resolver.port, protocol))
+    for tls in config.section(tls_kind.KIND):
+        targets.add((f"tls {tls.name}", tls.host, tls.port, "TCP"))
+    for tcp in config.section(tcp_kind.KIND):
+        targets.add((f"tcp {tcp.name}", tcp.host, tcp.port, "TCP"))
+    for collector in config.telemetry.otlp:
+        targets.add((f"otlp {collector.name}", *_url_target(collector.endpoint), "TCP"))
+    if config.agent.self_check is not None:
+        targets.add(("self_check", *_url_target(config.agent.self_check.url), "TCP"))
+    return targets
+
+
+def secret_ports() -> set[int]:
+    """The ports of the example Secret's URIs (the databases'): not in the config itself."""
+    return {
+        _url_target(value)[1]
+        for value in secret_example().values()
+        if re.match(r"^[a-z]+://", value)
+    }
+
+
+def cluster_dns_allowed(policy: dict[str, Any]) -> set[str]:
+    """The protocols the policy allows to kube-dns on port 53."""
+    allowed = set()
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
+            pods = peer.get("podSelector", {}).get("matchLabels", {})
+            if namespace == {"kubernetes.io/metadata.name": "kube-system"} and pods == {
+                "k8s-app": "kube-dns"
+            }:
+                allowed |= {p["protocol"] for p in rule["ports"] if p["port"] == 53}
+    return allowed
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,139 +421,497 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Kubernetes manifests
+# Kubernetes manifests: rendering and schemas
+
+
+def test_every_kustomization_renders_with_the_real_kustomize() -> None:
+    found = {
+        path.parent.relative_to(K8S).as_posix()
+        for path in K8S.rglob("kustomization.yaml")
+        if yaml.safe_load(path.read_text())["kind"] == "Kustomization"
+    }
+    assert found == set(KUSTOMIZATIONS), "a kustomization was added or removed: list it here"
+    for name in KUSTOMIZATIONS:
+        assert rendered(name), name
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_manifest_validates_against_the_kubernetes_schemas(version: str) -> None:
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(version: str) -> None:
     seen: set[str] = set()
-    for path, doc in all_manifests():
-        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+    objects = [(name, doc) for name in KUSTOMIZATIONS for doc in rendered(name)]
+    objects += [("base/secret.example.yaml", doc) for doc in load_docs(SECRET_EXAMPLE)]
+    for name, doc in objects:
+        seen.add(doc["kind"])
+        if doc["kind"] in CUSTOM_KINDS:
             continue  # a CRD: not in the core schemas, checked structurally below
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{path.relative_to(REPO)}: {doc['kind']}: {exc.message} at {exc.path}")
-        seen.add(doc["kind"])
-    assert seen == CORE_KINDS | WORKLOAD_KINDS
+            pytest.fail(f"{name}: {doc['kind']}: {exc.message} at {exc.path}")
+    assert seen == CORE_KINDS | WORKLOAD_KINDS | CUSTOM_KINDS
 
 
 def test_schema_validation_rejects_a_misspelt_field() -> None:
-    (daemonset,) = [doc for _, doc in all_manifests() if doc["kind"] == "DaemonSet"]
-    broken = copy.deepcopy(daemonset)
+    broken = workload(rendered(OVERLAYS[0]))
     container = broken["spec"]["template"]["spec"]["containers"][0]
     container["securityContxt"] = container.pop("securityContext")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSIONS[0], strict=True)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_podmonitor_scrapes_the_agent_port_of_the_workload_pods(overlay: str) -> None:
-    # PodMonitor is prometheus-operator's CRD, absent from the core schemas: its required
-    # structure is checked by hand, and so is what it must match.
-    objects = [doc for _, doc in render(K8S / overlay)]
-    (monitor,) = [d for d in objects if d["kind"] == "PodMonitor"]
-    (workload,) = [d for d in objects if d["kind"] in WORKLOAD_KINDS]
-    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["metadata"]["name"]
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    assert selector and set(monitor["spec"]) <= {"selector", "podMetricsEndpoints", "jobLabel"}
-    pod_labels = workload["spec"]["template"]["metadata"]["labels"]
-    assert selector.items() <= pod_labels.items(), "the PodMonitor selects no workload pod"
-    ports = {p["name"] for p in failsight_container(workload["spec"]["template"]["spec"])["ports"]}
-    endpoints = monitor["spec"]["podMetricsEndpoints"]
-    assert endpoints
-    for endpoint in endpoints:
+def test_custom_resources_have_the_operators_structure() -> None:
+    # PodMonitor and PrometheusRule are prometheus-operator's CRDs, absent from the core
+    # schemas: their structure is checked here, field by field.
+    custom = [doc for name in KUSTOMIZATIONS for doc in rendered(name)]
+    custom = [doc for doc in custom if doc["kind"] in CUSTOM_KINDS]
+    assert {doc["kind"] for doc in custom} == CUSTOM_KINDS
+    for doc in custom:
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+        assert doc["metadata"]["name"] and doc["metadata"]["namespace"]
+        if doc["kind"] == "PodMonitor":
+            assert set(doc["spec"]) <= {"selector", "podMetricsEndpoints", "jobLabel"}
+            assert doc["spec"]["selector"]["matchLabels"]
+            for endpoint in doc["spec"]["podMetricsEndpoints"]:
+                assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+            continue
+        groups = doc["spec"]["groups"]
+        assert set(doc["spec"]) == {"groups"} and groups
+        assert len({g["name"] for g in groups}) == len(groups), "group names must be unique"
+        for group in groups:
+            assert set(group) <= {"name", "interval", "rules", "limit", "query_offset"}
+            for rule in group["rules"]:
+                assert ("record" in rule) != ("alert" in rule), rule
+                assert isinstance(rule["expr"], str) and rule["expr"].strip()
+                allowed = (
+                    {"record", "expr", "labels"}
+                    if "record" in rule
+                    else {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+                )
+                assert set(rule) <= allowed, rule
+                if "alert" in rule:
+                    assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+                    assert rule["annotations"]["runbook_url"].startswith("https://")
+
+
+def test_kustomizations_cover_every_manifest_but_the_example_secret() -> None:
+    referenced = set().union(*(referenced_files(K8S / name) for name in KUSTOMIZATIONS))
+    files = {path.resolve() for path in K8S.rglob("*") if path.is_file()}
+    assert files - referenced == {SECRET_EXAMPLE}
+
+
+# --------------------------------------------------------------------------------------------
+# Labels and the image
+
+
+# base is never applied alone: what includes it adds the release labels.
+@pytest.mark.parametrize("name", [k for k in KUSTOMIZATIONS if k != "base"])
+def test_every_object_carries_the_recommended_labels(name: str) -> None:
+    _, tag, _ = release()
+    for doc in rendered(name):
+        labels = doc["metadata"].get("labels", {})
+        missing = [key for key in RECOMMENDED if key not in labels]
+        assert not missing, f"{doc['kind']} {doc['metadata']['name']} lacks {missing}"
+        if labels["app.kubernetes.io/name"] == "order-api":
+            # The sidecar's stand-in for your application: its own labels, its own version.
+            (app,) = [
+                c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == "order-api"
+            ]
+            assert labels["app.kubernetes.io/version"] == app["image"].rsplit(":", 1)[1]
+            continue
+        assert labels["app.kubernetes.io/name"] == "failsight"
+        assert labels["app.kubernetes.io/part-of"] == "failsight"
+        assert labels["app.kubernetes.io/managed-by"] == "kustomize"
+        assert labels["app.kubernetes.io/version"] == tag, "version must be the image's tag"
+
+
+def test_the_release_is_the_packages_version_and_the_image_tag_everywhere() -> None:
+    image, tag, digest = release()
+    assert tag == __version__, "bump deploy/kubernetes/components/release with the package"
+    (transformer,) = load_docs(RELEASE / "labels.yaml")
+    assert transformer["labels"]["app.kubernetes.io/version"] == tag
+    # One `images:` for every kustomization, and no tag written in a manifest beside it.
+    with_images = {
+        path.parent
+        for path in K8S.rglob("kustomization.yaml")
+        if "images" in yaml.safe_load(path.read_text())
+    }
+    assert with_images == {RELEASE}
+    for name in DEPLOYABLE:
+        spec = workload(rendered(name))["spec"]["template"]["spec"]
+        assert failsight_container(spec)["image"] == f"{image}:{tag}" + (
+            f"@{digest}" if digest else ""
+        )
+    for path in (K8S / "daemonset" / "daemonset.yaml", K8S / "sidecar" / "deployment.yaml"):
+        spec = workload(load_docs(path))["spec"]["template"]["spec"]
+        assert failsight_container(spec)["image"] == "failsight"
+
+
+def test_pinning_the_digest_is_uncommenting_one_line(tmp_path: Path) -> None:
+    text = (RELEASE / "kustomization.yaml").read_text()
+    commented = re.findall(r"(?m)^(\s*)# (digest: sha256:[0-9a-f]{64})$", text)
+    assert len(commented) == 1, "the release component shows the digest line, commented"
+    digest = "sha256:" + "ab" * 32
+    tree = tmp_path / "kubernetes"
+    shutil.copytree(K8S, tree)
+    indent, line = commented[0]
+    pinned = text.replace(f"{indent}# {line}", f"{indent}digest: {digest}")
+    (tree / "components" / "release" / "kustomization.yaml").write_text(pinned)
+    _, tag, _ = release()
+    for name in DEPLOYABLE:
+        objects = rendered(tree / name)
+        spec = workload(objects)["spec"]["template"]["spec"]
+        assert failsight_container(spec)["image"] == f"failsight:{tag}@{digest}"
+        assert one(objects, "ConfigMap")["metadata"]["labels"]["app.kubernetes.io/version"] == tag
+
+
+def test_selectors_stay_the_same_across_releases() -> None:
+    selectors: list[tuple[str, dict[str, str], dict[str, str]]] = []
+    for name in DEPLOYABLE:
+        objects = rendered(name)
+        pods = workload(objects)["spec"]["template"]["metadata"]["labels"]
+        selectors.append(
+            (f"{name} workload", workload(objects)["spec"]["selector"]["matchLabels"], pods)
+        )
+        for doc in objects:
+            if doc["kind"] == "Service":
+                selectors.append((f"{name} Service", doc["spec"]["selector"], pods))
+            elif doc["kind"] == "PodMonitor":
+                selectors.append(
+                    (f"{name} PodMonitor", doc["spec"]["selector"]["matchLabels"], pods)
+                )
+            elif doc["kind"] == "NetworkPolicy":
+                selectors.append(
+                    (f"{name} NetworkPolicy", doc["spec"]["podSelector"]["matchLabels"], pods)
+                )
+    for what, selector, pods in selectors:
+        assert selector.items() <= pods.items(), f"{what} selects no pod of the workload"
+        assert not NOT_IN_SELECTORS & set(selector), f"{what}: {selector}"
+    # The DaemonSet's selector as first released: changing it makes `kubectl apply` fail.
+    daemonset = workload(rendered(OVERLAYS[0]))
+    assert daemonset["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "failsight",
+        "app.kubernetes.io/component": "agent",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# One overlay per cloud
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_each_overlay_holds_only_its_vantage_and_peers(cloud: str) -> None:
+    directory = K8S / "overlays" / cloud
+    assert {p.name for p in directory.iterdir()} == {"kustomization.yaml", "vantage.yaml"}
+    spec = kustomization(directory)
+    assert {k: v for k, v in spec.items() if k not in ("apiVersion", "kind")} == {
+        "resources": ["../../daemonset"],
+        "configMapGenerator": [
+            {"name": "failsight-config", "behavior": "merge", "files": ["vantage.yaml"]}
+        ],
+    }
+    vantage = yaml.safe_load((directory / "vantage.yaml").read_text())
+    provider, region = CLOUDS[cloud]
+    assert vantage["agent"] == {
+        "vantage": cloud,
+        "cloud_provider": provider,
+        "cloud_region": region,
+    }
+    assert set(vantage) == {"agent", "peers"}
+    assert [p["name"] for p in vantage["peers"]] == [c for c in CLOUDS if c != cloud]
+    # What every cloud shares stays out of the vantage files, and vice versa.
+    shared = yaml.safe_load(BASE_CONFIG.read_text())
+    assert "peers" not in shared
+    assert not set(vantage["agent"]) & set(shared["agent"])
+
+
+def _without_the_vantage(objects: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The rendered text with the vantage's ConfigMap name and vantage.yaml blanked out."""
+    configmap = one(objects, "ConfigMap")
+    vantage = yaml.safe_load(configmap["data"].pop("vantage.yaml"))
+    name = configmap["metadata"]["name"]
+    assert re.fullmatch(r"failsight-config-[a-z0-9]{10}", name), name
+    text = yaml.safe_dump_all(objects, sort_keys=True)
+    return text.replace(name, "failsight-config-HASH"), vantage
+
+
+def test_the_overlays_differ_in_the_vantage_and_nothing_else() -> None:
+    texts, vantages = zip(*(_without_the_vantage(rendered(o)) for o in OVERLAYS), strict=True)
+    assert len(set(texts)) == 1, "the overlays differ outside vantage.yaml"
+    assert len({v["agent"]["vantage"] for v in vantages}) == len(CLOUDS)
+    names = {rendered(o)[0]["metadata"]["name"] for o in OVERLAYS}
+    assert names == {"failsight"}  # the Namespace: the same in every cloud
+    hashes = {one(rendered(o), "ConfigMap")["metadata"]["name"] for o in OVERLAYS}
+    assert len(hashes) == len(CLOUDS), "each cloud's config is its own ConfigMap"
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLE)
+def test_the_agent_loads_the_shared_config_and_its_clouds_vantage(
+    deployable: str, tmp_path: Path
+) -> None:
+    files = config_files(rendered(deployable))
+    assert [name for name, _ in files] == ["config.yaml", "vantage.yaml"]
+    assert files[0][1] == BASE_CONFIG.read_text()
+    config = agent_config(deployable, tmp_path)
+    cloud = deployable.rsplit("/", 1)[-1] if deployable in OVERLAYS else "aws-use1"
+    assert config.agent.vantage == cloud
+    assert (config.agent.cloud_provider, config.agent.cloud_region) == CLOUDS[cloud]
+    assert sorted(config.vantages) == sorted(CLOUDS)
+    assert config.agent.listen == "0.0.0.0:9747"
+    assert config.quorum == 2
+
+
+def test_the_sidecars_vantage_is_one_of_the_overlays_unchanged() -> None:
+    text = (K8S / "sidecar" / "vantage.yaml").read_text()
+    assert text in {(K8S / o / "vantage.yaml").read_text() for o in OVERLAYS}
+
+
+# --------------------------------------------------------------------------------------------
+# The NetworkPolicy
+
+
+def networkpolicy() -> dict[str, Any]:
+    return one(rendered(OVERLAYS[0]), "NetworkPolicy")
+
+
+def test_networkpolicy_admits_prometheus_and_the_peers_to_the_agent_port_only() -> None:
+    policy = networkpolicy()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    daemonset = workload(rendered(OVERLAYS[0]))
+    (port,) = failsight_container(daemonset["spec"]["template"]["spec"])["ports"]
+    sources = []
+    for rule in policy["spec"]["ingress"]:
+        assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+        assert rule["from"], "an ingress rule without `from` admits everyone"
+        sources += rule["from"]
+    pods = [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for s in sources]
+    assert pods == ["prometheus", "ingress-nginx"]
+    for source in sources:
+        # A podSelector alone means this namespace: each names the namespace it trusts.
+        assert set(source["namespaceSelector"]["matchLabels"]) == {"kubernetes.io/metadata.name"}
+
+
+@pytest.mark.parametrize("deployable", OVERLAYS)
+def test_networkpolicy_egress_allows_every_endpoint_the_config_uses(
+    deployable: str, tmp_path: Path
+) -> None:
+    policy = one(rendered(deployable), "NetworkPolicy")
+    targets = egress_targets(agent_config(deployable, tmp_path))
+    kinds = {what.split()[0] for what, *_ in targets}
+    assert kinds >= {"endpoint", "peer", "dns", "tls", "tcp"}, kinds
+    refused = [t for t in sorted(targets) if not egress_allows(policy, *t[1:])]
+    assert not refused, (
+        f"egress refused by deploy/kubernetes/daemonset/networkpolicy.yaml: {refused}"
+    )
+    # The databases: their URIs are in the Secret, so the example Secret's port stands in.
+    for port in secret_ports():
+        assert egress_allows(policy, "orders-db.internal", port)
+    assert cluster_dns_allowed(policy) == {"UDP", "TCP"}
+
+
+def test_networkpolicy_egress_allows_nothing_the_config_does_not_use(tmp_path: Path) -> None:
+    policy = networkpolicy()
+    targets = egress_targets(agent_config(OVERLAYS[0], tmp_path))
+    used = {(port, protocol) for _, _, port, protocol in targets}
+    used |= {(port, "TCP") for port in secret_ports()} | {(53, "UDP"), (53, "TCP")}
+    allowed = {(p["port"], p["protocol"]) for r in policy["spec"]["egress"] for p in r["ports"]}
+    assert allowed == used
+    resolvers = {host for what, host, _, _ in targets if what.startswith("dns ")}
+    blocks = {
+        peer["ipBlock"]["cidr"]
+        for rule in policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    }
+    assert blocks == {f"{address}/32" for address in resolvers}
+
+
+def test_networkpolicy_check_fails_for_a_target_the_policy_does_not_allow(
+    tmp_path: Path,
+) -> None:
+    # Editing the config without the policy must fail the test above: a new port, a new
+    # resolver and a collector are each refused until networkpolicy.yaml allows them.
+    files = config_files(rendered(OVERLAYS[0]))
+    extra = """\
+tcp:
+  - {name: cache, host: cache.example.com, port: 6379}
+dns:
+  - name: orders.example.com
+    record_type: A
+    resolvers: [{name: quad9, address: 9.9.9.9}]
+    answers: {aws-use1: [192.0.2.1]}
+telemetry:
+  otlp:
+    - {name: collector, endpoint: "http://otel.example.com:4318", protocol: http/protobuf}
+"""
+    config = load_config(*with_secrets([*files, ("extra.yaml", extra)], tmp_path))
+    policy = networkpolicy()
+    refused = {t[0] for t in egress_targets(config) if not egress_allows(policy, *t[1:])}
+    assert refused == {"tcp cache", "dns orders.example.com", "otlp collector"}
+
+
+# --------------------------------------------------------------------------------------------
+# The monitoring directory: rules and dashboards for the fleet's Prometheus and Grafana
+
+
+def test_prometheusrule_is_the_generators_output_for_every_cloud() -> None:
+    script = generator_script()
+    committed = (MONITORING / "prometheusrule.yaml").read_text()
+    for cloud in CLOUDS:
+        configs = (BASE_CONFIG, K8S / "overlays" / cloud / "vantage.yaml")
+        assert script.prometheus_rule(configs) == committed, (
+            f"{cloud}: run .venv/bin/python scripts/k8s_monitoring.py"
+        )
+    (rule,) = load_docs(MONITORING / "prometheusrule.yaml")
+    assert rule["kind"] == "PrometheusRule" and rule["metadata"]["name"] == "failsight"
+
+
+def test_prometheusrule_groups_pass_promtool(tmp_path: Path) -> None:
+    (rule,) = [d for d in rendered("monitoring") if d["kind"] == "PrometheusRule"]
+    extracted = tmp_path / "failsight.rules.yml"
+    extracted.write_text(yaml.safe_dump(rule["spec"]))
+    done = subprocess.run(
+        [
+            require_binary("promtool"),
+            "check",
+            "rules",
+            "--lint=all",
+            "--lint-fatal",
+            str(extracted),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dashboard_configmaps_are_the_dashboards_for_the_grafana_sidecar() -> None:
+    script = generator_script()
+    assert (MONITORING / "dashboards.yaml").read_text() == script.dashboards(), (
+        "dashboards/ changed: run .venv/bin/python scripts/k8s_monitoring.py"
+    )
+    configmaps = [d for d in rendered("monitoring") if d["kind"] == "ConfigMap"]
+    sources = sorted((REPO / "dashboards").glob("*.json"))
+    assert len(configmaps) == len(sources)
+    for doc, source in zip(
+        sorted(configmaps, key=lambda d: d["metadata"]["name"]), sources, strict=True
+    ):
+        assert doc["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert doc["metadata"]["annotations"]["grafana_folder"] == "failsight"
+        assert doc["data"] == {source.name: source.read_text()}
+        json.loads(doc["data"][source.name])
+
+
+def test_the_generator_notices_a_changed_dashboard(tmp_path: Path) -> None:
+    # A dashboard edited without regenerating makes a different ConfigMap: the test above fails.
+    script = generator_script()
+    source = REPO / "dashboards" / "failsight-journeys.json"
+    edited = tmp_path / source.name
+    edited.write_text(source.read_text().replace('"refresh": "30s"', '"refresh": "1m"', 1))
+    assert edited.read_text() != source.read_text()
+    assert script.dashboard_configmap(edited) != script.dashboard_configmap(source)
+
+
+def test_monitoring_is_applied_where_kube_prometheus_runs() -> None:
+    objects = rendered("monitoring")
+    assert {d["metadata"]["namespace"] for d in objects} == {"monitoring"}
+    assert {d["kind"] for d in objects} == {"PrometheusRule", "ConfigMap"}
+    # The PodMonitor stays with the agents in each cloud.
+    for name in DEPLOYABLE:
+        assert one(rendered(name), "PodMonitor")
+
+
+# --------------------------------------------------------------------------------------------
+# Workload wiring
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLE)
+def test_podmonitor_scrapes_the_agent_port_of_the_workload_pods(deployable: str) -> None:
+    objects = rendered(deployable)
+    monitor = one(objects, "PodMonitor")
+    pods = workload(objects)["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pods["metadata"]["labels"].items()
+    ports = {p["name"] for p in failsight_container(pods["spec"])["ports"]}
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
         assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
-        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_service_and_annotations_reach_the_agent(overlay: str, tmp_path: Path) -> None:
-    objects = [doc for _, doc in render(K8S / overlay)]
-    (service,) = [d for d in objects if d["kind"] == "Service"]
-    (workload,) = [d for d in objects if d["kind"] in WORKLOAD_KINDS]
-    template = workload["spec"]["template"]
+@pytest.mark.parametrize("deployable", DEPLOYABLE)
+def test_service_and_annotations_reach_the_agent(deployable: str, tmp_path: Path) -> None:
+    objects = rendered(deployable)
+    service = one(objects, "Service")
+    template = workload(objects)["spec"]["template"]
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
-    container = failsight_container(template["spec"])
-    (port,) = container["ports"]
+    (port,) = failsight_container(template["spec"])["ports"]
     assert service["spec"]["ports"][0]["targetPort"] == port["name"]
     annotations = template["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(port["containerPort"])
     assert annotations["prometheus.io/path"] == "/metrics"
-    listen = load_config_with_secrets_of(configmap_config(), tmp_path).agent.listen
+    listen = agent_config(deployable, tmp_path).agent.listen
     assert listen == f"0.0.0.0:{port['containerPort']}"
-
-
-def test_kustomizations_cover_every_manifest_but_the_example_secret() -> None:
-    referenced = {path for overlay in OVERLAYS for path, _ in render(K8S / overlay)}
-    manifests = {path for path, _ in all_manifests()}
-    assert manifests - referenced == {SECRET_EXAMPLE}
-    for overlay in OVERLAYS:
-        spec = kustomization(K8S / overlay)
-        assert spec["namespace"]
-        images = {image["name"] for image in spec["images"]}
-        for _, workload in workloads():
-            name = failsight_container(workload["spec"]["template"]["spec"])["image"]
-            assert name.split(":")[0] in images, "the images override would not apply"
 
 
 # --------------------------------------------------------------------------------------------
 # The example config and where its secrets come from
 
 
-def test_configmap_config_validates_with_its_secrets_read_from_files(tmp_path: Path) -> None:
-    text = configmap_config()
-    references = re.findall(r"\$\{(env|file):([^}]*)\}", text)
+def test_the_config_reads_its_secrets_from_the_mounted_secret(tmp_path: Path) -> None:
+    files = config_files(rendered(OVERLAYS[0]))
+    text = "".join(text for _, text in files)
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    references = re.findall(r"\$\{(env|file):([^}]*)\}", "\n".join(lines))
     assert references, "the example shows how secrets are referenced"
-    (secret,) = load_docs(SECRET_EXAMPLE)
+    secret = secret_example()
     for source, ref in references:
         # Secrets come from the mounted Secret, never from env (visible in `kubectl describe`).
         assert source == "file" and ref.startswith(SECRETS_DIR + "/"), ref
-        assert ref.removeprefix(SECRETS_DIR + "/") in secret["stringData"], ref
-    config = load_config_with_secrets_of(text, tmp_path)
-    assert config.agent.listen == "0.0.0.0:9747"
-    assert (
-        config.idps[0].client_secret.get_secret_value() == secret["stringData"]["idp-client-secret"]
-    )
+        assert ref.removeprefix(SECRETS_DIR + "/") in secret, ref
+    config = agent_config(OVERLAYS[0], tmp_path)
+    assert config.idps[0].client_secret.get_secret_value() == secret["idp-client-secret"]
     assert all(peer.bearer_token is not None for peer in config.peers)
     (cluster,) = config.replication
-    assert cluster.primary.dsn.get_secret_value() == secret["stringData"]["orders-primary-dsn"]
+    assert cluster.primary.dsn.get_secret_value() == secret["orders-primary-dsn"]
     # The secret values stay out of the config text itself.
-    for value in secret["stringData"].values():
+    for value in secret.values():
         assert value not in text
 
 
-def test_configmap_config_errors_are_reported_with_secrets_missing(tmp_path: Path) -> None:
+def test_the_config_fails_naming_each_file_without_its_secrets(tmp_path: Path) -> None:
     # The same load without the Secret's files fails naming the file, proving the references
     # are really read (and a pod without its Secret would refuse to start, not run blind).
-    path = tmp_path / "config.yaml"
-    path.write_text(configmap_config())
-    with pytest.raises(ConfigInvalid, match=r"cannot read secret file /etc/failsight/secrets/"):
-        load_config(path)
+    paths = []
+    for name, text in config_files(rendered(OVERLAYS[0])):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(text)
+    with pytest.raises(ConfigInvalid) as caught:
+        load_config(*paths)
+    message = str(caught.value)
+    assert "cannot read secret file /etc/failsight/secrets/" in message
+    for path in paths:
+        assert str(path) in message
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_workload_mounts_config_secrets_and_tmp_where_the_agent_reads_them(overlay: str) -> None:
-    (workload,) = [doc for o, doc in workloads() if o == overlay]
-    spec = workload["spec"]["template"]["spec"]
+@pytest.mark.parametrize("deployable", DEPLOYABLE)
+def test_workload_mounts_config_secrets_and_tmp_where_the_agent_reads_them(
+    deployable: str, tmp_path: Path
+) -> None:
+    objects = rendered(deployable)
+    spec = workload(objects)["spec"]["template"]["spec"]
     container = failsight_container(spec)
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
-    assert container["args"][:2] == ["run", "--config"]
-    config_path = Path(container["args"][2])
-    config_volume = mounts[str(config_path.parent)]
-    assert config_volume["configMap"]["name"] == "failsight-config"
-    assert config_path.name in configmap_config_keys()
-    assert (
-        mounts[SECRETS_DIR]["secret"]["secretName"]
-        == load_docs(SECRET_EXAMPLE)[0]["metadata"]["name"]
-    )
+    # The hashed name kustomize generated, so that a new config rolls the pods.
+    configmap = one(objects, "ConfigMap")["metadata"]["name"]
+    assert mounts["/etc/failsight/config"]["configMap"]["name"] == configmap
+    assert configmap.startswith("failsight-config-")
+    (secret,) = load_docs(SECRET_EXAMPLE)
+    assert mounts[SECRETS_DIR]["secret"]["secretName"] == secret["metadata"]["name"]
     assert "emptyDir" in mounts["/tmp"]
     # The only writable paths: scratch, and the state dir the config names (holds, latches).
-    state_dir = yaml.safe_load(configmap_config())["agent"]["state_dir"]
-    assert "emptyDir" in mounts[state_dir]
+    state_dir = agent_config(deployable, tmp_path).agent.state_dir
+    assert state_dir is not None and "emptyDir" in mounts[state_dir]
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
     assert writable == {"/tmp", state_dir}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -399,10 +929,9 @@ def test_workload_mounts_config_secrets_and_tmp_where_the_agent_reads_them(overl
 # Pod security
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_pod_spec_is_locked_down(overlay: str) -> None:
-    (workload,) = [doc for o, doc in workloads() if o == overlay]
-    spec = workload["spec"]["template"]["spec"]
+@pytest.mark.parametrize("deployable", DEPLOYABLE)
+def test_every_pod_spec_is_locked_down(deployable: str) -> None:
+    spec = workload(rendered(deployable))["spec"]["template"]["spec"]
     pod = spec["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert pod["runAsUser"] == UID
@@ -422,9 +951,13 @@ def test_every_pod_spec_is_locked_down(overlay: str) -> None:
     assert int(user.split(":")[0]) == pod["runAsUser"]
 
 
-def test_daemonset_namespace_enforces_the_restricted_pod_security_standard() -> None:
-    (namespace,) = [d for _, d in render(K8S / "daemonset") if d["kind"] == "Namespace"]
-    assert namespace["metadata"]["name"] == kustomization(K8S / "daemonset")["namespace"]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_agents_namespace_enforces_the_restricted_pod_security_standard(overlay: str) -> None:
+    objects = rendered(overlay)
+    namespace = one(objects, "Namespace")
+    assert {d["metadata"].get("namespace", namespace["metadata"]["name"]) for d in objects} == {
+        namespace["metadata"]["name"]
+    }
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
