@@ -11,8 +11,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# pip's own verbose chatter, not the build backend complaining about the project.
-_PIP_NOISE = re.compile(r"byte-compiling is disabled")
+# pip's own chatter about this machine (its index locations, its verbose build steps), not
+# the build backend complaining about the project.
+_PIP_NOISE = re.compile(r"byte-compiling is disabled|^WARNING: Location '.*' is ignored")
 
 
 def test_the_wheel_builds_without_warnings_and_carries_complete_metadata(tmp_path: Path) -> None:
