@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "blackbox": ("bench.blackbox", ["--extra-log-level", "warning"], ["--quick"]),
     "capacity": ("bench.capacity", [], ["--quick"]),
     "metrics_render": ("bench.metrics_render", [], ["--quick"]),
+    "scrape_formats": ("bench.scrape_formats", [], ["--quick"]),
     "profile": ("bench.profile_journeys", [], ["--quick"]),
     "footprint": ("bench.footprint", [], ["--quick"]),
     "replication": (
