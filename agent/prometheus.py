@@ -157,6 +157,11 @@ class PrometheusSink(Collector):
                 yield h
 
 
+# The format classic.generate_latest writes (prometheus_client >= 0.21 names it
+# CONTENT_TYPE_PLAIN_0_0_4; spelled out here for the older releases the agent accepts).
+CLASSIC_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
     """The body and Content-Type of a scrape, by the scraper's Accept header.
 
@@ -172,7 +177,7 @@ def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
     if wants > 0 and wants >= _quality(accept, "text/plain"):
         body: bytes = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
         return body, openmetrics.CONTENT_TYPE_LATEST
-    return classic.generate_latest(registry), classic.CONTENT_TYPE_PLAIN_0_0_4
+    return classic.generate_latest(registry), CLASSIC_CONTENT_TYPE
 
 
 def _quality(accept: str, media_type: str) -> float:
