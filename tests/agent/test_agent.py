@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -168,6 +169,23 @@ async def _start_cli(path: Path | list[Path]) -> asyncio.subprocess.Process:
     )
 
 
+@contextlib.asynccontextmanager
+async def _running_cli(path: Path | list[Path]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`failsight run` for the body of the block, then SIGTERM: it must exit 0 (killed if the
+    body failed first)."""
+    proc = await _start_cli(path)
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await proc.communicate()
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def _read_until(proc: asyncio.subprocess.Process, needle: str, timeout: float = 15) -> str:
     assert proc.stdout is not None
     seen = []
@@ -212,8 +230,7 @@ async def test_sighup_rereads_every_config_file_in_order(
     shared, vantage = tmp_path / "shared.yaml", tmp_path / "vantage.yaml"
     shared.write_text(yaml.safe_dump(demo_config_data(platform)))
     vantage.write_text("agent: {cloud_region: us-east-1}\n")
-    proc = await _start_cli([shared, vantage])
-    try:
+    async with _running_cli([shared, vantage]) as proc:
         await _read_until(proc, "listening on")
         vantage.write_text("agent: {cloud_region: us-east-1}\nsurprise: 1\n")
         proc.send_signal(signal.SIGHUP)
@@ -223,14 +240,6 @@ async def test_sighup_rereads_every_config_file_in_order(
         proc.send_signal(signal.SIGHUP)
         log = await _read_until(proc, "config reloaded")
         assert f"config reloaded from {shared} + {vantage}" in log
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            await proc.communicate()
-        assert proc.returncode == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_sighup_with_a_bad_file_keeps_the_old_config(
@@ -239,8 +248,7 @@ async def test_sighup_with_a_bad_file_keeps_the_old_config(
     data = demo_config_data(platform)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
-    proc = await _start_cli(path)
-    try:
+    async with _running_cli(path) as proc:
         await _read_until(proc, "listening on")
         path.write_text(yaml.safe_dump({**data, "surprise": 1}))
         proc.send_signal(signal.SIGHUP)
@@ -253,11 +261,3 @@ async def test_sighup_with_a_bad_file_keeps_the_old_config(
         path.write_text(yaml.safe_dump(data))
         proc.send_signal(signal.SIGHUP)
         await _read_until(proc, "config reloaded")
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            await proc.communicate()
-        assert proc.returncode == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

@@ -299,21 +299,13 @@ def test_weekly_maintenance_windows_open_and_close_on_their_days() -> None:
 # --------------------------------------------------------------------------------------------
 # Several files: `--config A --config B` (one shared config, one file per cloud)
 
-SHARED = """\
-agent:
-  vantage: placeholder
-  listen: 127.0.0.1:9747
-sites:
-  - name: aws-use1
-    role: primary
-    base_url: http://127.0.0.1:1
-  - name: gcp-euw1
-    role: standby
-    base_url: http://127.0.0.1:2
-peers:
-  - {name: gcp-euw1, url: http://127.0.0.1:3}
-  - {name: azure-weu, url: http://127.0.0.1:4}
-"""
+# BASE with a listen address to keep and peers to replace: sites.1.base_url stays on line 10.
+SHARED = (
+    BASE.replace("  vantage: aws-use1\n", "  vantage: placeholder\n  listen: 127.0.0.1:9747\n")
+    + "peers:\n"
+    + "  - {name: gcp-euw1, url: http://127.0.0.1:3}\n"
+    + "  - {name: azure-weu, url: http://127.0.0.1:4}\n"
+)
 
 VANTAGE = """\
 agent:
