@@ -106,28 +106,6 @@ CATALOGUE: dict[str, MetricSpec] = {
 }
 """Every family failsight exports, by name without the prefix: the agent's, then each kind's."""
 
-# Buckets for API latency: fine-grained below a second, where business APIs live.
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
-
-
-def buckets_of(spec: MetricSpec) -> tuple[float, ...]:
-    """A histogram's bucket bounds: its own, or the default latency buckets."""
-    return spec.buckets or LATENCY_BUCKETS
-
-
 _KINDS = {kind.name: kind for kind in KINDS}
 
 

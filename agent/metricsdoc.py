@@ -7,9 +7,9 @@ Regenerate: `.venv/bin/python -m failsight.agent.metricsdoc > docs/metrics.md`
 
 from __future__ import annotations
 
-from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS
+from failsight.agent.metrics import CATALOGUE
 from failsight.core.results import Reason
-from failsight.core.telemetry import MAX_EXEMPLAR_LABEL_CHARS, MetricType
+from failsight.core.telemetry import LATENCY_BUCKETS, MAX_EXEMPLAR_LABEL_CHARS, MetricType
 
 HEADER = """\
 # Metrics
@@ -62,7 +62,7 @@ def _buckets_text() -> str:
     """The default histogram buckets, and the families that declare their own."""
     lines = [f"Histogram buckets (seconds): {_bounds(LATENCY_BUCKETS)}."]
     for spec in sorted(CATALOGUE.values(), key=lambda s: s.prometheus_name):
-        if spec.type is MetricType.HISTOGRAM and spec.buckets:
+        if spec.type is MetricType.HISTOGRAM and spec.buckets != LATENCY_BUCKETS:
             lines.append(f"Those of `{spec.prometheus_name}`: {_bounds(spec.buckets)}.")
     return "\n".join(lines) + "\n"
 

@@ -56,7 +56,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from failsight.agent.logs import result_fields
-from failsight.agent.metrics import CATALOGUE, buckets_of, gauges_of, increments_of
+from failsight.agent.metrics import CATALOGUE, gauges_of, increments_of
 from failsight.agent.otlp_config import VANTAGE_ATTRIBUTE, OtlpCollectorConfig, Signal
 from failsight.core.redact import redact, scrub_url
 from failsight.core.results import Reason, Result, StepResult
@@ -317,7 +317,7 @@ class _MetricsPipeline:
                 View(
                     instrument_type=SdkHistogram,
                     instrument_name=spec.otel_name,
-                    aggregation=ExplicitBucketHistogramAggregation(boundaries=buckets_of(spec)),
+                    aggregation=ExplicitBucketHistogramAggregation(boundaries=spec.buckets),
                 )
                 for spec in CATALOGUE.values()
                 if spec.type is MetricType.HISTOGRAM

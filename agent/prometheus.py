@@ -19,7 +19,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar as ClientExemplar
 
-from failsight.agent.metrics import CATALOGUE, buckets_of, gauges_of, increments_of
+from failsight.agent.metrics import CATALOGUE, gauges_of, increments_of
 from failsight.core.results import Result
 from failsight.core.telemetry import Exemplar, MetricType, Sample
 
@@ -96,7 +96,7 @@ class PrometheusSink(Collector):
             if sample.spec.type is MetricType.HISTOGRAM:
                 hist = self._histograms.get(key)
                 if hist is None:
-                    hist = self._histograms[key] = _Histogram(buckets_of(sample.spec))
+                    hist = self._histograms[key] = _Histogram(sample.spec.buckets)
                 hist.observe(sample.value, sample.exemplar)
             else:
                 self._counters[key] = self._counters.get(key, 0.0) + sample.value

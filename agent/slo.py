@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from failsight.agent.metrics import LATENCY_BUCKETS
 from failsight.core.configtypes import Duration, Model, Name
+from failsight.core.telemetry import LATENCY_BUCKETS
 
 __all__ = ["SloConfig"]
 

@@ -127,9 +127,8 @@ class TcpCheck(Check):
         self._send = cfg.send.encode() if cfg.send else b""
         self._ssl: ssl.SSLContext | None = None
         if cfg.tls:
-            # Built once: loading the system store on every run would cost more than the probe.
-            context = ssl_context(cfg.ca_file)
-            self._ssl = context if isinstance(context, ssl.SSLContext) else _default_context()
+            # Built once: loading a CA file on every run would cost more than the probe.
+            self._ssl = ssl_context(cfg.ca_file)
 
     @property
     def _where(self) -> str:
@@ -307,10 +306,6 @@ class TcpCheck(Check):
             measurements=measurements,
             facts=facts,
         )
-
-
-def _default_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
 
 
 def _text(received: bytes | bytearray) -> str:

@@ -25,7 +25,7 @@ def agent_rules(ctx: RuleContext) -> list[Rule]:
             "FailsightVantageSilent",
             silent,
             for_="1m",
-            labels={"severity": WARNING},
+            severity=WARNING,
             summary="Vantage {{ $labels.vantage }} stopped reporting",
             description=(
                 "No failsight_agent_info from {{ $labels.vantage }} for 3 minutes: its"
@@ -40,7 +40,7 @@ def agent_rules(ctx: RuleContext) -> list[Rule]:
             f"  sum by (vantage, path) (rate({exports}[10m]))\n"
             f") > {number(TELEMETRY_FAILURE_SHARE)}",
             for_="5m",
-            labels={"severity": WARNING},
+            severity=WARNING,
             summary="Telemetry path {{ $labels.path }} of {{ $labels.vantage }} is failing",
             description=(
                 "{{ $value | humanizePercentage }} of the exports on {{ $labels.path }} failed"

@@ -199,15 +199,19 @@ class RuleContext:
         expr: str,
         *,
         for_: str,
-        labels: Mapping[str, str],
+        severity: str,
+        labels: Mapping[str, str] | None = None,
         summary: str,
         description: str,
     ) -> Rule:
+        """An alert: every one has a severity (CRITICAL, WARNING or INFO), `labels` adds the
+        others it carries."""
+        all_labels = {"severity": severity, **(labels or {})}
         return {
             "alert": name,
             "expr": PromQL(expr),
             "for": for_,
-            "labels": {k: template_text(v) for k, v in sorted(labels.items())},
+            "labels": {k: template_text(v) for k, v in sorted(all_labels.items())},
             "annotations": {
                 "description": description,
                 "runbook_url": f"{self.inp.runbook_base}#{name.lower()}",

@@ -39,7 +39,7 @@ def replication_rules(ctx: RuleContext) -> list[Rule]:
                 "FailsightReplicationLagAboveRPO",
                 "\nor\n".join(f"({b})" for b in lag_branches),
                 for_="2m",
-                labels={"severity": WARNING},
+                severity=WARNING,
                 summary="{{ $labels.replica }} of {{ $labels.cluster }} lags beyond the RPO",
                 description=(
                     "The heartbeat lag of replica {{ $labels.replica }} is"
@@ -53,7 +53,7 @@ def replication_rules(ctx: RuleContext) -> list[Rule]:
             "FailsightReplicaNotStreaming",
             "min by (cluster, replica) (failsight_replication_streaming) == 0",
             for_="2m",
-            labels={"severity": WARNING},
+            severity=WARNING,
             summary="{{ $labels.replica }} of {{ $labels.cluster }} is not streaming",
             description=(
                 "Replica {{ $labels.replica }} does not stream WAL from the primary of"
@@ -66,7 +66,7 @@ def replication_rules(ctx: RuleContext) -> list[Rule]:
             "and on (cluster, replica)\n"
             'max by (cluster, replica) (failsight_replication_writable{role="primary"}) == 1',
             for_="1m",
-            labels={"severity": CRITICAL},
+            severity=CRITICAL,
             summary="Split brain in {{ $labels.cluster }}: two writable primaries",
             description=(
                 "Replica {{ $labels.replica }} has left recovery and accepts writes while the"
@@ -85,7 +85,7 @@ def dependency_rules(ctx: RuleContext) -> list[Rule]:
             "FailsightIdPDown",
             f"count by (idp) (\n{indent(ctx.votes_of('failsight_idp_up', 'idp'))} == 0\n) >= {q}",
             for_="2m",
-            labels={"severity": CRITICAL},
+            severity=CRITICAL,
             summary="Identity provider {{ $labels.idp }} is down",
             description=(
                 f"{{{{ $value }}}} vantages (at least {q}) fail to obtain or validate a token"
@@ -99,7 +99,7 @@ def dependency_rules(ctx: RuleContext) -> list[Rule]:
             f"  unless on (vantage) ({IMPAIRED})\n"
             ") == 0",
             for_="2m",
-            labels={"severity": CRITICAL},
+            severity=CRITICAL,
             summary="{{ $labels.name }} does not resolve where it should",
             description=(
                 "Resolver {{ $labels.resolver }} answers {{ $labels.name }} with addresses"
@@ -111,7 +111,7 @@ def dependency_rules(ctx: RuleContext) -> list[Rule]:
             "min by (target) (failsight_tls_cert_not_after_timestamp_seconds) - time()\n"
             f"< {CERT_WARNING_DAYS} * 86400",
             for_="10m",
-            labels={"severity": WARNING},
+            severity=WARNING,
             summary="The certificate of {{ $labels.target }} expires soon",
             description=(
                 "A certificate served by {{ $labels.target }} expires in"

@@ -85,7 +85,8 @@ def _failover_recommended(ctx: RuleContext) -> Rule:
         # webhook reaches it within about 15-30s of the verdict.
         latched,
         for_=duration(ctx.inp.failover_for),
-        labels={"severity": CRITICAL, "failover_trigger": "true"},
+        severity=CRITICAL,
+        labels={"failover_trigger": "true"},
         summary="Fail over {{ $labels.site }} to {{ $labels.failover_target }}",
         description=(
             f"{{{{ $value }}}} vantages (at least {q}, impaired ones not counted) hold"
@@ -116,7 +117,7 @@ def _failover_unsafe(ctx: RuleContext) -> Rule:
         f"unless on (site) (max by (site) (failsight_site_hold{{vantage=~{ctx.vantages}}})"
         " == 1)",
         for_="1m",
-        labels={"severity": CRITICAL},
+        severity=CRITICAL,
         summary="{{ $labels.site }} is down but failing over is unsafe",
         description=(
             f"At least {q} vantages see {{{{ $labels.site }}}} down, but no standby is"
@@ -137,7 +138,7 @@ def _failback_pending(ctx: RuleContext) -> Rule:
         f"({latched})\nunless on (site) (failsight:site_down_votes:count >= {q})",
         for_="15m",
         # Users are served (traffic is on the standby): a decision is due, nothing is broken.
-        labels={"severity": INFO},
+        severity=INFO,
         summary="{{ $labels.site }} answers again; failback awaits a decision",
         description=(
             "{{ $labels.site }} is still failed over to {{ $labels.failover_target }} by"
@@ -167,7 +168,7 @@ def _total_outage(ctx: RuleContext) -> list[Rule]:
             f"  ) == {n}\n"
             f") >= {q}",
             for_="1m",
-            labels={"severity": CRITICAL},
+            severity=CRITICAL,
             summary="Every site is down from {{ $value }} vantages",
             description=(
                 f"{{{{ $value }}}} vantages (at least {q}, impaired ones not counted) see"
@@ -190,7 +191,7 @@ def _site_tickets(ctx: RuleContext) -> list[Rule]:
             f"(max by (site, vantage) ({_VIEWS}{{{on_sites}vantage=~{ctx.vantages}}}) == 1)\n"
             f"unless on (site) (failsight:site_down_votes:count >= {q})",
             for_="2m",
-            labels={"severity": WARNING},
+            severity=WARNING,
             summary="{{ $labels.vantage }} sees {{ $labels.site }} down; no quorum agrees",
             description=(
                 f"Fewer than {q} vantages see {{{{ $labels.site }}}} down: the fault is"
@@ -202,7 +203,7 @@ def _site_tickets(ctx: RuleContext) -> list[Rule]:
             "FailsightStandbyDown",
             f"failsight:site_down_votes:count{{site=~{standbys}}} >= {q}",
             for_="2m",
-            labels={"severity": WARNING},
+            severity=WARNING,
             summary="Standby {{ $labels.site }} is down",
             description=(
                 f"At least {q} vantages see standby {{{{ $labels.site }}}} down. Nothing to"
@@ -217,7 +218,7 @@ def _site_tickets(ctx: RuleContext) -> list[Rule]:
             "  ) == 1\n"
             ")",
             for_="1m",
-            labels={"severity": WARNING},
+            severity=WARNING,
             summary="{{ $labels.site }} is flapping",
             description=(
                 "{{ $labels.site }} keeps changing state (its flap penalty is over the"

@@ -124,7 +124,8 @@ def _burn_alerts(ctx: RuleContext, slo: SloConfig) -> list[Rule]:
                 "FailsightJourneyErrorBudgetBurn",
                 "\nor\n".join(branches),
                 for_=for_,
-                labels={"severity": severity, "slo": slo.name},
+                severity=severity,
+                labels={"slo": slo.name},
                 # Static labels are not in $labels when annotations are expanded.
                 summary=(
                     "{{ $labels.journey }} on {{ $labels.site }} is burning the error budget"

@@ -70,7 +70,7 @@ async def _span(start: str, phase: str, ctx: SimpleNamespace) -> None:
 def _trace_config() -> aiohttp.TraceConfig:
     """Phase timings, written into the dict passed as `trace_request_ctx`.
 
-    dns, connect (TCP) and tls (over a `timed_ssl_context`) are only present for a new
+    dns, connect (TCP) and tls (over an `ssl_context`) are only present for a new
     connection; `ttfb` is from the end of sending the request to the
     response headers; the caller adds `body`.
     """
@@ -93,7 +93,7 @@ def _trace_config() -> aiohttp.TraceConfig:
         await _span("connect", "connect", ctx)
         phases = _phases_of(ctx)
         if phases is not None:
-            # Connection creation includes DNS resolution and, over a `timed_ssl_context`, the
+            # Connection creation includes DNS resolution and, over an `ssl_context`, the
             # TLS handshake in aiohttp: report them apart.
             phases["connect"] = max(0.0, phases["connect"] - phases.get("dns", 0.0))
             if "_tls" in phases:
@@ -195,38 +195,26 @@ class _TimedSSLObject(ssl.SSLObject):
             phases["_tls"] = time.perf_counter() - self.handshake_began
 
 
-@functools.cache
-def _system_timed_context() -> ssl.SSLContext:
-    # One context for every check that trusts the system store, as aiohttp's own default is
-    # one: each context holds its own copy of the CA store.
-    return _timed(ssl.create_default_context())
-
-
-def _timed(ctx: ssl.SSLContext) -> ssl.SSLContext:
-    ctx.sslobject_class = _TimedSSLObject
-    return ctx
-
-
-def timed_ssl_context(ca_file: str | None, verify: bool = True) -> ssl.SSLContext:
-    """`ssl_context`'s trust, as a context whose connections time their TLS handshake (a
-    journey step's `tls` phase)."""
+def ssl_context(ca_file: str | None, verify: bool = True) -> ssl.SSLContext:
+    """What to pass as `ssl=` (aiohttp, asyncio): verification on by default, extra trust from
+    ca_file. Its connections time their TLS handshake into the opening request's phases (a
+    journey step's `tls` phase); for any other connection that costs one context lookup."""
     if verify and ca_file is None:
-        return _system_timed_context()
+        return _system_context()
     ctx = ssl.create_default_context()
     if ca_file is not None:
         ctx.load_verify_locations(cafile=ca_file)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    return _timed(ctx)
+    ctx.sslobject_class = _TimedSSLObject
+    return ctx
 
 
-def ssl_context(ca_file: str | None, verify: bool = True) -> ssl.SSLContext | bool:
-    """What to pass as aiohttp's `ssl=`: verification on by default, extra trust from ca_file."""
-    if not verify:
-        return False
-    if ca_file is None:
-        return True
+@functools.cache
+def _system_context() -> ssl.SSLContext:
+    # One context for every connection that trusts the system store alone, as aiohttp's own
+    # default is one: each context holds its own copy of the CA store.
     ctx = ssl.create_default_context()
-    ctx.load_verify_locations(cafile=ca_file)
+    ctx.sslobject_class = _TimedSSLObject
     return ctx

@@ -17,6 +17,23 @@ class MetricType(enum.StrEnum):
     HISTOGRAM = "histogram"
 
 
+# Histogram buckets for API latency: fine-grained below a second, where business APIs live.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
     name: str  # without the failsight_ prefix
@@ -24,9 +41,9 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]  # besides `vantage`, which every series carries
     unit: str = "1"  # UCUM unit for OTLP
-    # A histogram's bucket bounds; empty: the agent's default latency buckets. A family that
-    # measures something much shorter or longer than an API call declares its own, next to it.
-    buckets: tuple[float, ...] = ()
+    # A histogram's bucket bounds. A family that measures something much shorter or longer
+    # than an API call declares its own, next to it.
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
 
     @property
     def prometheus_name(self) -> str:

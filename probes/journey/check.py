@@ -8,6 +8,8 @@ import itertools
 import time
 from collections.abc import Mapping
 
+from yarl import URL
+
 from failsight.core.check import (
     Check,
     ProbeContext,
@@ -17,11 +19,11 @@ from failsight.core.check import (
     new_trace_id,
 )
 from failsight.core.configtypes import Secret
-from failsight.core.http import timed_ssl_context
+from failsight.core.http import ssl_context
 from failsight.core.results import DependsOn, Reason, Result, StepResult
 from failsight.probes.journey.config import BUILTIN_VARIABLES, JourneyConfig, step_templates
 from failsight.probes.journey.run import JourneyRun
-from failsight.probes.templating import variables_in
+from failsight.probes.templating import render, variables_in
 
 
 class JourneyCheck(Check):
@@ -64,7 +66,15 @@ class JourneyCheck(Check):
             )
         self.base_url = base_url.rstrip("/")
         self.site_headers = dict(site_headers or {})
-        self.ssl = timed_ssl_context(ca_file, tls_verify)
+        self.ssl = ssl_context(ca_file, tls_verify)
+        # Each step's `url.template` (its span's name and attribute), the same for every run:
+        # the site's base path and the step's path with each `{{name}}` written `{name}`.
+        base_path = URL(self.base_url).raw_path.rstrip("/")
+        self.url_templates = {
+            step.path: base_path
+            + str(render(step.path, {name: f"{{{name}}}" for name in variables_in(step.path)}))
+            for step in (*cfg.steps, *cfg.cleanup)
+        }
         self._tenants = itertools.cycle(cfg.tenants)
         # What a crash-recovery journal keeps of a run: the built-ins and the extracted
         # variables the cleanup steps (or the site's headers) use; nothing else (config

@@ -35,7 +35,7 @@ from failsight.probes.journey.untrusted import (
     text_field,
     unsendable,
 )
-from failsight.probes.templating import MissingVariable, UnusableVariable, render, variables_in
+from failsight.probes.templating import MissingVariable, UnusableVariable, render
 
 SYNTHETIC_HEADER = "X-Failsight-Synthetic"
 RUN_ID_HEADER = "X-Failsight-Run-Id"
@@ -57,7 +57,9 @@ class JourneyAtSite(Protocol):
     @property
     def site_headers(self) -> Mapping[str, Secret]: ...
     @property
-    def ssl(self) -> ssl.SSLContext | bool: ...
+    def ssl(self) -> ssl.SSLContext: ...
+    @property
+    def url_templates(self) -> Mapping[str, str]: ...
     @property
     def journaled(self) -> frozenset[str]: ...
     @property
@@ -203,7 +205,7 @@ class JourneyRun:
                 url=url,
                 start_offset=offset,
                 span_id=span_id,
-                url_template=self.url_template(step),
+                url_template=self.check.url_templates[step.path],
                 user_agent=user_agent,
                 http_version=http_version,
                 error_type=error_type,
@@ -295,12 +297,6 @@ class JourneyRun:
             if failure is None:
                 raise
             raise failure from None
-
-    def url_template(self, step: Step) -> str:
-        """The step's absolute path as configured, each `{{name}}` written `{name}`: the
-        same for every run (what `url.template` on a span needs)."""
-        path = render(step.path, {name: f"{{{name}}}" for name in variables_in(step.path)})
-        return URL(self.check.base_url).raw_path.rstrip("/") + str(path)
 
     def user_agent(self, headers: Mapping[str, str]) -> str:
         """The User-Agent the request carries: the step's or site's header, else the

@@ -25,10 +25,10 @@ from prometheus_client.samples import Sample as ParsedSample
 
 from failsight.agent.config import Config
 from failsight.agent.demo.simulator import Fault, Platform
-from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS
+from failsight.agent.metrics import CATALOGUE
 from failsight.agent.prometheus import PrometheusSink, exposition
 from failsight.core.results import Reason, Result, StepResult
-from failsight.core.telemetry import MAX_EXEMPLAR_LABEL_CHARS, exemplar
+from failsight.core.telemetry import LATENCY_BUCKETS, MAX_EXEMPLAR_LABEL_CHARS, exemplar
 from failsight.probes.journey.kind import PHASE_BUCKETS
 from tests.fixtures.platform import demo_config_data, running_agent, wait_for, write_config
 from tests.fixtures.prometheus import require_binary

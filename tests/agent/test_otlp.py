@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from failsight.agent.logs import JsonFormatter, LogsConfig, configure_logging, log_result
-from failsight.agent.metrics import CATALOGUE, LATENCY_BUCKETS
+from failsight.agent.metrics import CATALOGUE
 from failsight.agent.otlp import OtlpSink, url_attributes
 from failsight.agent.otlp_config import INSTANCE_ID, OtlpCollectorConfig, build_resource
 from failsight.agent.scheduler import run_check
@@ -32,7 +32,7 @@ from failsight.core.check import ProbeContext, new_run_id, new_span_id, new_trac
 from failsight.core.http import USER_AGENT, new_session
 from failsight.core.redact import REDACTOR
 from failsight.core.results import Measurement, Reason, Result, StepResult
-from failsight.core.telemetry import MetricType, Sample
+from failsight.core.telemetry import LATENCY_BUCKETS, MetricType, Sample
 from failsight.probes.journey import JourneyCheck, JourneyConfig
 from tests.fixtures.otlp_receiver import (
     BlackHole,
