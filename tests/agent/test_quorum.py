@@ -85,7 +85,14 @@ async def test_a_vantage_that_sees_everything_fail_does_not_vote(platform: Platf
 async def test_dead_peers_go_stale_and_too_few_views_is_unknown(platform: Platform) -> None:
     config = three_vantage_config(platform)
     async with running_agent(config) as agent:  # its two peers never start
-        await wait_for(lambda: all(s.error for s in agent.peers.states.values()), timeout=5)
+        # What the API serves: the published snapshot, which follows the peers' live state
+        # after the next judgement (a fetch wakes it), not within the same tick.
+        await wait_for(
+            lambda: (
+                len(agent.status.peers) == 2 and all(p.error for p in agent.status.peers.values())
+            ),
+            timeout=5,
+        )
         status, body = await get_json(f"http://127.0.0.1:{agent.port}/v1/verdict")
         aws = body["sites"]["aws-use1"]
         assert aws["verdict"] == "unknown"
