@@ -204,12 +204,13 @@ def plan(config: CoreConfig) -> list[Check]:
 def load_config(*paths: str | Path) -> Config:
     """Load and validate a config, from one file or several merged in order (later files merge
     over earlier ones, see `merge_sources`). Raises ConfigInvalid listing every problem, in
-    every file; ConfigUnreadable when a file cannot be read at all."""
+    every file, in one answer (see `_judge`); ConfigUnreadable when a file cannot be read."""
     if not paths:
         raise TypeError("load_config needs at least one file")
     files = [str(p) for p in paths]
     loaded: list[tuple[Any, SourceMap]] = []
     problems: list[ConfigError] = []
+    whole = True  # every file parsed into a mapping: the merged config means something
     for path in paths:
         try:
             data, smap = load_yaml(path)
@@ -217,35 +218,168 @@ def load_config(*paths: str | Path) -> Config:
             raise
         except ConfigInvalid as exc:
             problems += exc.errors  # keep reading: every file's problems in one answer
+            whole = False
             continue
         if not isinstance(data, dict):
             problems.append(smap.error((), "the config must be a mapping of top-level keys"))
-            continue
+            whole = False
         loaded.append((data, smap))
-    if problems:
-        raise ConfigInvalid(problems, files)
+    if not whole or not loaded:
+        # A file missing from the merge would make every key it holds look missing: report
+        # what was found in each file, and nothing about the whole.
+        problems += [p for _, smap in loaded for p in smap.problems]
+        resolved = set().union(*(smap.resolved for _, smap in loaded))
+        raise SourceMap(files[0], resolved=resolved).redacted(ConfigInvalid(problems, files), files)
     data, smap = functools.reduce(merge_sources, loaded)
-    try:
-        try:
-            config = Config.model_validate(data)
-        except ValidationError as exc:
-            errors = [_from_pydantic(err, smap) for err in exc.errors()]
-            raise ConfigInvalid(errors, files) from None
-        errors = [smap.error(loc, message) for loc, message in semantic_errors(config)]
-        if errors:
-            raise ConfigInvalid(errors, files)
-    except ConfigInvalid as exc:
+    config, errors = _judge(data, smap)
+    errors = smap.problems + errors
+    if errors or config is None:
         # A `${env:…}`/`${file:…}` value put in a field that quotes what it refuses (an
         # interval, a site list) must not be printed: redact every value the loader resolved.
-        raise smap.redacted(exc, files) from None
+        raise smap.redacted(ConfigInvalid(errors, files), files)
     # From here on the process redacts this config's secrets from everything it emits.
     REDACTOR.add(*secrets_in(config))
     return config
 
 
+# How many times `_judge` cuts what the model refused and validates again, at most. Each round
+# cuts every refused place, and a place is cut at most once, so real configs need two or three.
+_MAX_CUTS = 12
+
+
+def _judge(data: dict[str, Any], smap: SourceMap) -> tuple[Config | None, list[ConfigError]]:
+    """The config, or None, and every problem of structure (the model) and of meaning
+    (`semantic_errors`: references, template variables, names) in one answer.
+
+    The cross-checks need a valid model. When the model refuses the file, what it refused is
+    cut out (a key with a default falls back to it; a list item or a key without one goes
+    whole, the smallest enclosing thing that can) until the rest validates, and the rest is
+    cross-checked. What a cut could have caused is not reported: errors about a place something
+    was cut from (`at least one primary` when a site was cut), and errors that name something
+    cut (`unknown site 'b'` when site b was). So fixing what is reported never brings up
+    errors that were there all along, only ones that fixing uncovers.
+    """
+    errors: list[ConfigError] = []
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            _from_pydantic(err, smap) for err in exc.errors() if not smap.is_broken(_loc(err))
+        ]
+    else:
+        return config, [
+            smap.error(loc, message)
+            for loc, message in semantic_errors(config)
+            if not smap.is_broken(loc)
+        ]
+    cut: set[Loc] = set()
+    for _ in range(_MAX_CUTS):
+        pruned, kept = _without(data, cut)
+        try:
+            partial = Config.model_validate(pruned)
+        except ValidationError as exc:
+            more = {_cut_point(data, _original(_loc(err), kept), cut) for err in exc.errors()}
+            if None in more or not more:
+                return None, errors  # something required at the top: no cross-checks
+            cut |= {c for c in more if c is not None}
+            continue
+        names = _names_cut(data, cut)
+        for loc, message in semantic_errors(partial):
+            where = _original(loc, kept)
+            if smap.is_broken(where) or any(c[: len(where)] == where for c in cut):
+                continue
+            if _about_cut(message, names):
+                continue
+            errors.append(smap.error(where, message))
+        return None, errors
+    return None, errors
+
+
+def _loc(err: Any) -> Loc:
+    return tuple(p for p in err["loc"] if isinstance(p, str | int))
+
+
+def _without(data: Any, cut: set[Loc]) -> tuple[Any, dict[Loc, list[int]]]:
+    """`data` less every location in `cut`, and for each list the original index of each item
+    kept (to map locations in the result back to the file)."""
+    kept: dict[Loc, list[int]] = {}
+
+    def walk(value: Any, loc: Loc) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, (*loc, k)) for k, v in value.items() if (*loc, k) not in cut}
+        if isinstance(value, list):
+            kept[loc] = [i for i in range(len(value)) if (*loc, i) not in cut]
+            return [walk(value[i], (*loc, i)) for i in kept[loc]]
+        return value
+
+    return walk(data, ()), kept
+
+
+def _original(loc: Loc, kept: dict[Loc, list[int]]) -> Loc:
+    out: Loc = ()
+    for part in loc:
+        indices = kept.get(out)
+        if indices is not None and isinstance(part, int) and 0 <= part < len(indices):
+            part = indices[part]
+        out = (*out, part)
+    return out
+
+
+def _cut_point(data: Any, loc: Loc, cut: set[Loc]) -> Loc | None:
+    """What to cut for an error at `loc`: the deepest part of it the file holds, or its parent
+    when that was cut already (a required key, now missing). None at the top."""
+    node: Any = data
+    found: Loc = ()
+    for part in loc:
+        held = part in node if isinstance(node, dict) else _in_list(node, part)
+        if not held:
+            break
+        node, found = node[part], (*found, part)
+    while found in cut:
+        found = found[:-1]
+    return found or None
+
+
+def _in_list(node: Any, part: object) -> bool:
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _names_cut(data: Any, cut: set[Loc]) -> set[str]:
+    """What cross-check messages would name if they were about something cut: the `name` of
+    every item cut (quoted `'b'` in a message), and every key cut (a variable an `extract`
+    would have defined, `{{order_id}}` in a message)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            names.update(k for k in node if isinstance(k, str))
+            if isinstance(node.get("name"), str):
+                names.add(node["name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for loc in cut:
+        node = data
+        for part in loc:
+            node = node[part]
+        if loc and isinstance(loc[-1], str):
+            names.add(loc[-1])
+        if isinstance(node, str) and loc and loc[-1] == "name":
+            names.add(node)
+        walk(node)
+    return names
+
+
+def _about_cut(message: str, names: set[str]) -> bool:
+    return any(f"'{name}'" in message or f"{{{{{name}}}}}" in message for name in names if name)
+
+
 def _from_pydantic(err: Any, smap: SourceMap) -> ConfigError:
     # pydantic reports aliases in `loc` (we validate by alias), which are the YAML keys.
-    loc: Loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+    loc = _loc(err)
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown key"

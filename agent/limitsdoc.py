@@ -9,7 +9,7 @@ from __future__ import annotations
 from failsight.agent import api, peers, server, view, yamlsource
 from failsight.core import configtypes, redact
 from failsight.core.configtypes import human
-from failsight.probes import journal, journey
+from failsight.probes import idp, journal, journey
 
 HEADER = """\
 # Limits and bounds
@@ -70,6 +70,11 @@ def _config_file() -> str:
                     "refused",
                 ),
                 ("a `timeout`", f"{human(ct.MIN_DURATION)} to {human(ct.MAX_TIMEOUT)}", "refused"),
+                (
+                    "an idp's `clock_skew` and `refresh_before`",
+                    f"0s to {human(idp.MAX_LEEWAY)}",
+                    "refused",
+                ),
                 (
                     "`timeout` of an idp, dns, tls, replication or self check",
                     "at most its `interval`",

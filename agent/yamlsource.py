@@ -109,6 +109,16 @@ class SourceMap:
     # After merging several files (`--config A --config B`): the file each location was
     # written in, where it is not `file` (the first one).
     files: dict[Loc, str] = field(default_factory=dict)
+    # What the loader refused but read past (a reference that did not resolve, a duplicate key,
+    # an unsupported tag), so that the model and the cross-checks still report everything else
+    # in the same answer; and the locations whose value those problems left unusable, where a
+    # later error would only repeat the first one.
+    problems: list[ConfigError] = field(default_factory=list)
+    broken: set[Loc] = field(default_factory=set)
+
+    def is_broken(self, loc: Loc) -> bool:
+        """Whether `loc` is at or under a value the loader could not build."""
+        return any(tuple(loc[:end]) in self.broken for end in range(len(loc) + 1))
 
     def redacted(self, exc: ConfigInvalid, files: Sequence[str] = ()) -> ConfigInvalid:
         """The same errors with every resolved reference value replaced by `[redacted]`."""
@@ -166,7 +176,12 @@ def merge_sources(
     def under_replaced(loc: Loc) -> bool:
         return any(loc[:end] in replaced for end in range(len(loc) + 1))
 
-    merged = SourceMap(old_map.file, resolved=old_map.resolved | new_map.resolved)
+    merged = SourceMap(
+        old_map.file,
+        resolved=old_map.resolved | new_map.resolved,
+        problems=old_map.problems + new_map.problems,
+        broken=old_map.broken | new_map.broken,
+    )
     for loc, line in old_map.lines.items():
         if not under_replaced(loc):
             merged.lines[loc] = line
@@ -182,9 +197,10 @@ def merge_sources(
 def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
     """Parse a YAML file into plain data, resolving secret references, with a SourceMap.
 
-    Raises ConfigInvalid for unreadable or oversized files, malformed YAML, unsupported tags,
-    documents nested or expanded beyond the bounds, duplicate keys and unresolvable references
-    (all of them, not the first), each with its line.
+    Raises ConfigUnreadable for a file that cannot be read, ConfigInvalid for one that cannot be
+    parsed (oversized, malformed YAML, nested or expanded beyond the bounds). What can be read
+    past (duplicate keys, unsupported tags, unresolvable references: all of them, each with
+    its line) is listed in `smap.problems`, and the caller goes on checking the rest.
     """
     name = str(path)
     smap = SourceMap(name)
@@ -201,10 +217,8 @@ def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
     except _Refused as exc:
         raise refuse(exc.message, exc.line) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise refuse(f"malformed YAML: {problem}", line) from None
+        line, message = plain_yaml_error(exc, text)
+        raise refuse(message, line) from None
     except yaml.YAMLError as exc:
         raise refuse(f"malformed YAML: {str(exc).splitlines()[0][:200]}") from None
     except RecursionError:  # not expected after _check_shape; never a traceback
@@ -216,9 +230,79 @@ def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
         data = _convert(node, (), smap, errors, [0])
     except _Refused as exc:
         raise refuse(exc.message, exc.line) from None
-    if errors:
-        raise smap.redacted(ConfigInvalid(errors))
+    smap.problems = errors
     return data, smap
+
+
+def plain_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
+    """A YAML syntax error in the words of someone writing a config, not of the parser
+    (`expected <block end>, but found '?'`), with the line to look at. The parser's own
+    words stay, after the explanation, for what is not recognised here. Both parsers'
+    wordings are known: libyaml's (CSafeLoader) and PyYAML's own."""
+    where = exc.problem_mark or exc.context_mark
+    line = where.line + 1 if where else 1
+    opened = exc.context_mark.line + 1 if exc.context_mark else line
+    problem, context = exc.problem or "", exc.context or ""
+    character = ""
+    if exc.problem_mark is not None:
+        rows = text.splitlines()
+        row = rows[exc.problem_mark.line] if exc.problem_mark.line < len(rows) else ""
+        column = exc.problem_mark.column
+        character = row[column] if column < len(row) else ""
+    plain: str | None = None
+    if "mapping values are not allowed" in problem:
+        plain = (
+            "a ':' where no key can start: quote a value that holds ': ', indent a key "
+            "exactly like the keys above it, or give the line above its ':'"
+        )
+    elif "cannot start any token" in problem:
+        plain = (
+            "a tab character: YAML indents with spaces only"
+            if character == "\t" or "'\\t'" in problem
+            else f"a value cannot start with {character or 'this character'!r}: quote the value"
+        )
+    elif "tab" in problem:
+        plain = "a tab character: YAML indents with spaces only"
+    elif "block collection" in context or "'-' indicator" in problem:
+        plain = (
+            f"this line does not continue the list that starts at line {opened}: begin an "
+            "item with '- ', or indent the line under the item it belongs to"
+        )
+    elif "did not find expected key" in problem or "expected <block end>" in problem:
+        plain = (
+            "'-' where a key was expected: a list must be the value of a key of its own"
+            if character == "-"
+            else f"this line is not indented like the keys of the mapping at line {opened}: "
+            "line it up with them, or indent it under the key it belongs to"
+        )
+    elif "',' or '}'" in problem:
+        plain = (
+            f"the {{...}} mapping opened at line {opened} does not close where expected: a "
+            "value in it holding ':', ',', '{', '}', '[' or ']' must be quoted "
+            "(path: '/orders/{{order_id}}')"
+        )
+    elif "',' or ']'" in problem:
+        plain = (
+            f"the [...] list opened at line {opened} does not close where expected: a value "
+            "in it holding ':', ',', '{', '}', '[' or ']' must be quoted"
+        )
+    elif "end of stream" in problem and "quoted" in context:
+        plain = f"the quoted text opened at line {opened} is never closed"
+    elif "unknown escape" in problem:
+        plain = (
+            "an unknown backslash escape in a double-quoted string: write the value in single "
+            "quotes (a regex: '^ord-\\d+$'), or double the backslash"
+        )
+    elif "undefined alias" in problem:
+        plain = "an alias (*name) with no anchor (&name) before it"
+    elif "duplicate anchor" in context:
+        plain = f"an anchor (&name) defined twice, first at line {opened}"
+    elif "another document" in problem:
+        plain = "a second YAML document (after ---): a config is one document"
+    elif "directive" in context or "<document start>" in problem:
+        plain = "a line starting with '%' is a YAML directive: quote a value that starts so"
+    words = " ".join(part for part in (context, problem) if part) or "malformed YAML"
+    return line, f"YAML syntax: {plain}" if plain else f"YAML syntax: {words}"
 
 
 class _Unreadable(Exception):
@@ -271,22 +355,38 @@ def _convert(
     if isinstance(node, yaml.MappingNode):
         if node.tag != "tag:yaml.org,2002:map":
             errors.append(smap.error(loc, f"unsupported YAML tag {_short_tag(node.tag)}"))
+            smap.broken.add(loc)
             return None
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 errors.append(smap.error(loc, "YAML merge keys (<<) are not supported"))
+                smap.broken.add(loc)  # the mapping lacks what that key held
+                continue
+            if isinstance(key_node, yaml.MappingNode) and node.flow_style:
+                # `path: {{order_id}}` is YAML for a mapping whose key is a mapping.
+                errors.append(
+                    smap.error(
+                        loc,
+                        "an unquoted {{template}} is read as YAML: quote it, e.g. "
+                        "path: '/orders/{{order_id}}'",
+                    )
+                )
+                smap.broken.add(loc)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 errors.append(smap.error(loc, "keys must be strings, not collections"))
+                smap.broken.add(loc)  # the mapping lacks what that key held
                 continue
             try:
                 key = _construct(key_node)
             except _Refused as exc:
                 errors.append(ConfigError(smap.file, exc.line, loc, exc.message))
+                smap.broken.add(loc)
                 continue
             if not isinstance(key, str | int) or isinstance(key, bool):
                 errors.append(smap.error(loc, f"keys must be strings, not {type(key).__name__}"))
+                smap.broken.add(loc)  # the mapping lacks what that key held
                 continue
             child = (*loc, key)
             smap.lines[child] = key_node.start_mark.line + 1
@@ -298,6 +398,7 @@ def _convert(
     if isinstance(node, yaml.SequenceNode):
         if node.tag != "tag:yaml.org,2002:seq":
             errors.append(smap.error(loc, f"unsupported YAML tag {_short_tag(node.tag)}"))
+            smap.broken.add(loc)
             return None
         items = []
         for index, item in enumerate(node.value):
@@ -311,6 +412,7 @@ def _convert(
         value = _construct(node)
     except _Refused as exc:
         errors.append(ConfigError(smap.file, exc.line, loc, exc.message))
+        smap.broken.add(loc)
         return None
     if isinstance(value, str) and "${" in value:
         return _resolve_references(value, loc, smap, errors)
@@ -327,6 +429,7 @@ def _resolve_references(value: str, loc: Loc, smap: SourceMap, errors: list[Conf
             resolved = os.environ.get(ref)
             if resolved is None:
                 errors.append(smap.error(loc, f"environment variable {ref} is not set"))
+                smap.broken.add(loc)
                 return ""
             smap.resolved.add(resolved)
             return resolved
@@ -335,6 +438,7 @@ def _resolve_references(value: str, loc: Loc, smap: SourceMap, errors: list[Conf
             text = _read_bounded(Path(ref), MAX_SECRET_FILE_BYTES, what=f"secret file {ref}")
         except (_Unreadable, _Refused) as exc:
             errors.append(smap.error(loc, str(exc)))
+            smap.broken.add(loc)
             return ""
         text = text.rstrip("\r\n")
         smap.resolved.add(text)

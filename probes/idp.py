@@ -20,7 +20,7 @@ from urllib.parse import quote_plus
 
 import aiohttp
 import yarl
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from failsight.core.check import Check, ProbeContext, Run, idp_check_name
 from failsight.core.configtypes import (
@@ -29,6 +29,7 @@ from failsight.core.configtypes import (
     Scheduled,
     Secret,
     Timeout,
+    human,
     parse_duration,
 )
 from failsight.core.http import classify, read_bounded, ssl_context
@@ -96,8 +97,19 @@ _TOKEN_TYPE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 # json.loads refuses deeper documents with RecursionError, ints longer than this with ValueError.
 _JSON_ERRORS = (ValueError, RecursionError)
 
-Leeway = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-"""A duration that may be zero (`0s` means no leeway)."""
+MAX_LEEWAY = 86400.0
+
+
+def _leeway(value: float) -> float:
+    if value < 0:
+        raise ValueError("must be zero or more")
+    if value > MAX_LEEWAY:
+        raise ValueError(f"must be at most {human(MAX_LEEWAY)}")
+    return value
+
+
+Leeway = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_leeway)]
+"""A duration that may be zero (`0s` means no leeway), at most a day."""
 
 
 class IdpConfig(Scheduled):

@@ -16,8 +16,20 @@ from pydantic import (
     model_validator,
 )
 
-_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# A duration is a bare number of seconds, or one or more number-and-unit parts, largest unit
+# first and each unit at most once, as Prometheus and Go write them: `90s`, `1m30s`, `1h30m`,
+# `1d12h`, `1.5s`, `250ms`. Each part is bounded in digits so that no input can make the
+# parser or the float conversion slow.
+_NUMBER = r"\d{1,12}(?:\.\d{1,9})?"
+_BARE = re.compile(rf"^\s*({_NUMBER})\s*$")
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# One optional group per unit, in this order; `(?![a-z])` keeps the `m` of `ms` from being read
+# as minutes.
+_COMPOUND = re.compile(
+    r"^\s*"
+    + "".join(rf"(?:(?P<{unit}>{_NUMBER})\s*{unit}(?![a-z])\s*)?" for unit in _UNIT_SECONDS)
+    + r"$"
+)
 
 # The bounds every duration in the config keeps (docs/limits.md lists them). Finite, and
 # within what a monitoring agent can mean: a NaN or infinite interval would run a check once
@@ -45,7 +57,8 @@ def _quoted(value: str) -> str:
 
 
 def parse_duration(value: Any) -> Any:
-    """Accept `250ms`, `15s`, `2m`, `1h`, `3d` or a bare number of seconds; finite only."""
+    """Accept `250ms`, `15s`, `2m`, `1h`, `3d`, compounds such as `1m30s` or `1h30m`, or a
+    bare number of seconds; finite only."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 15s, 500ms or 2m")
     if isinstance(value, int | float):
@@ -54,17 +67,28 @@ def parse_duration(value: Any) -> Any:
         except OverflowError:  # an int too large for a float
             seconds = math.inf
     elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(
-                f"invalid duration {_quoted(value)}: use a number with ms, s, m, h or d"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = _parse_text(value)
     else:
         raise ValueError("expected a duration such as 15s, 500ms or 2m")
     if not math.isfinite(seconds):
         raise ValueError("must be a finite duration such as 15s, 500ms or 2m")
     return seconds
+
+
+def _parse_text(value: str) -> float:
+    if bare := _BARE.match(value):
+        return float(bare.group(1))
+    match = _COMPOUND.match(value) if len(value) <= 100 else None
+    if match is None or not any(match.groupdict().values()):
+        raise ValueError(
+            f"invalid duration {_quoted(value)}: write it like 15s, 500ms, 2m or 1m30s "
+            "(units ms, s, m, h, d, largest first)"
+        )
+    return sum(
+        float(number) * _UNIT_SECONDS[unit]
+        for unit, number in match.groupdict().items()
+        if number is not None
+    )
 
 
 def _bounded(low: float, high: float) -> Callable[[float], float]:

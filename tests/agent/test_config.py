@@ -60,7 +60,10 @@ def test_the_demo_config_is_valid() -> None:
     [
         (
             "agent: [1\n",
-            ["F:2: (top): malformed YAML: did not find expected ',' or ']'"],
+            [
+                "F:2: (top): YAML syntax: the [...] list opened at line 1 does not close where "
+                "expected: a value in it holding ':', ',', '{', '}', '[' or ']' must be quoted"
+            ],
         ),
         (BASE + "bogus: 1\n", ["F:10: bogus: unknown key"]),
         (
@@ -82,7 +85,7 @@ def test_the_demo_config_is_valid() -> None:
             BASE + "verdict: {peer_stale_after: soon}\n",
             [
                 "F:10: verdict.peer_stale_after: invalid duration 'soon': "
-                "use a number with ms, s, m, h or d"
+                "write it like 15s, 500ms, 2m or 1m30s (units ms, s, m, h, d, largest first)"
             ],
         ),
         (
@@ -351,8 +354,11 @@ def test_errors_name_the_file_and_line_each_key_came_from(tmp_path: Path) -> Non
     got = [str(e).replace(str(a), "A").replace(str(b), "B") for e in info.value.errors]
     assert got[0].startswith("A:10: sites.1.base_url: ")  # the shared file's own key
     assert "B:3: agent.interval_typo: unknown key" in got  # the second file's key, its line
+    # The cross-checks run in the same answer: B makes this agent gcp-euw1, which A lists
+    # as a peer.
+    assert "A:12: peers.0.name: a peer cannot have this agent's own vantage name" in got
     # The shared file's errors are listed first: the order the files were given.
-    assert [e[0] for e in got] == ["A", "B"]
+    assert [e[0] for e in got] == ["A", "A", "B"]
     # Cross-checks (after the model) point into the right file too.
     a, b = two_files(tmp_path, VANTAGE + "  - {name: aws-use1, url: http://127.0.0.1:6}\n")
     with pytest.raises(ConfigInvalid) as info:
@@ -399,3 +405,139 @@ def test_validate_and_rules_take_several_files(
     b.write_text("agent: {vantage: [not, a, name]}\n")
     assert main(["validate", str(a), str(b)]) == 2
     assert f"{b}:1: agent.vantage: " in capsys.readouterr().err
+
+
+# One pass: what the loader, the model and the cross-checks each find, in one answer
+
+
+def test_every_problem_is_reported_in_one_pass_sorted_by_line(tmp_path: Path) -> None:
+    # The case users measured: a missing ${env:} variable, an unknown key, an ftp:// URL and
+    # status 999 came out in two rounds (the secrets first). A template error and a reference
+    # error (found only by the cross-checks) come out in the same answer now.
+    text = """\
+    agent:
+      vantage: aws-use1
+      admin_token: ${env:FAILSIGHT_TEST_UNSET_A}
+    sites:
+      - {name: aws-use1, role: primary, base_url: http://127.0.0.1:1}
+      - {name: gcp-euw1, role: standby, base_url: ftp://127.0.0.1:2}
+    journeys:
+      - name: j
+        bearer_token: ${env:FAILSIGHT_TEST_UNSET_B}
+        sites: [aws-use1, azure-weu]
+        stepz: []
+        steps:
+          - {name: submit, method: POST, path: /orders, expect: {status: 999}}
+          - {name: get, path: "/orders/{{order_id}}"}
+    """
+    assert errors_of(write(tmp_path, text)) == [
+        "F:3: agent.admin_token: environment variable FAILSIGHT_TEST_UNSET_A is not set",
+        "F:6: sites.1.base_url: expected an http:// or https:// URL",
+        "F:9: journeys.0.bearer_token: environment variable FAILSIGHT_TEST_UNSET_B is not set",
+        "F:10: journeys.0.sites.1: unknown site 'azure-weu' (sites: aws-use1)",
+        "F:11: journeys.0.stepz: unknown key",
+        "F:13: journeys.0.steps.0.expect.status: 999 is not an HTTP status code",
+        "F:14: journeys.0.steps.1.path: template uses {{order_id}}, which no earlier step extracts",
+    ]
+
+
+def test_what_a_refused_item_would_have_defined_is_not_reported_missing(tmp_path: Path) -> None:
+    # gcp-euw1 is refused (its URL), so the journey naming it must not also say "unknown site
+    # 'gcp-euw1'"; the refused extract must not make the next step's template "undefined"; and
+    # the only primary's refusal must not add "at least one site must have role: primary".
+    text = """\
+    agent: {vantage: aws-use1}
+    sites:
+      - {name: aws-use1, role: primary, base_url: ftp://127.0.0.1:1}
+      - {name: gcp-euw1, role: standby, base_url: http://127.0.0.1:2}
+    journeys:
+      - name: j
+        sites: [aws-use1, gcp-euw1]
+        steps:
+          - {name: submit, path: /orders, extract: {order_id: "$..["}}
+          - {name: get, path: "/orders/{{order_id}}"}
+    """
+    errors = errors_of(write(tmp_path, text))
+    assert len(errors) == 2, errors
+    assert errors[0] == "F:3: sites.0.base_url: expected an http:// or https:// URL"
+    assert errors[1].startswith("F:9: journeys.0.steps.0.extract.order_id: invalid JSON path")
+
+
+def test_fixing_what_was_reported_leaves_nothing_new(tmp_path: Path) -> None:
+    broken = BASE.replace("base_url: http://127.0.0.1:2", "base_url: ftp://127.0.0.1:2")
+    broken += JOURNEY.replace("path: /orders\n", "path: orders\n")
+    assert [e.split(": ")[1] for e in errors_of(write(tmp_path, broken))] == [
+        "sites.1.base_url",
+        "journeys.0.steps.0.path",
+    ]
+    load_config(write(tmp_path, BASE + JOURNEY))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "agent:\n  vantage: a\n   listen: x\n",
+            "F:3: (top): YAML syntax: a ':' where no key can start: quote a value that holds "
+            "': ', indent a key exactly like the keys above it, or give the line above its ':'",
+        ),
+        (
+            "agent:\n    vantage: a\n  listen: x\n",
+            "F:3: (top): YAML syntax: this line is not indented like the keys of the mapping at "
+            "line 1: line it up with them, or indent it under the key it belongs to",
+        ),
+        (
+            "sites:\n  - name: a\n  role: primary\n",
+            "F:3: (top): YAML syntax: this line does not continue the list that starts at line "
+            "2: begin an item with '- ', or indent the line under the item it belongs to",
+        ),
+        (
+            "agent:\n\tvantage: a\n",
+            "F:2: (top): YAML syntax: a tab character: YAML indents with spaces only",
+        ),
+        (
+            'agent:\n  vantage: "abc\n',
+            "F:3: (top): YAML syntax: the quoted text opened at line 2 is never closed",
+        ),
+        (
+            "sites:\n  - {name: a, path: /x/{{id}}}\n",
+            "F:2: (top): YAML syntax: the {...} mapping opened at line 2 does not close where "
+            "expected: a value in it holding ':', ',', '{', '}', '[' or ']' must be quoted "
+            "(path: '/orders/{{order_id}}')",
+        ),
+        (
+            "journeys:\n  - name: j\n    steps:\n      - name: s\n        path: {{order_id}}\n",
+            "F:5: journeys.0.steps.0.path: an unquoted {{template}} is read as YAML: quote it, "
+            "e.g. path: '/orders/{{order_id}}'",
+        ),
+        (
+            'agent: "\\d"\n',
+            "F:1: (top): YAML syntax: an unknown backslash escape in a "
+            "double-quoted string: write the value in single quotes (a regex: '^ord-\\d+$'), or "
+            "double the backslash",
+        ),
+    ],
+    ids=["indent", "dedent", "list", "tab", "quote", "flow-template", "template", "escape"],
+)
+def test_yaml_syntax_errors_say_what_is_wrong_in_plain_words(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    errors = errors_of(write(tmp_path, text))
+    assert expected in errors, errors
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("1m30s", 90.0), ("1h30m", 5400.0), ("1d12h", 129600.0), ("2s500ms", 2.5), ("45", 45.0)],
+)
+def test_compound_durations(tmp_path: Path, written: str, seconds: float) -> None:
+    config = load_config(write(tmp_path, BASE + f"verdict: {{flap_half_life: {written}}}\n"))
+    assert config.verdict.flap_half_life == seconds
+
+
+@pytest.mark.parametrize("written", ["30s1m", "1m1m", "1m30", "1 m 30", "ms"])
+def test_a_duration_out_of_order_or_without_units_is_refused(tmp_path: Path, written: str) -> None:
+    assert errors_of(write(tmp_path, BASE + f"verdict: {{flap_half_life: '{written}'}}\n")) == [
+        f"F:10: verdict.flap_half_life: invalid duration '{written}': write it like 15s, "
+        "500ms, 2m or 1m30s (units ms, s, m, h, d, largest first)"
+    ]
