@@ -100,6 +100,9 @@ class Agent:
         self._set_otlp(config)
         self.prometheus.sources.append(self._live_samples)
         self.verdicts: dict[str, SiteVerdict] = {}
+        # The views the last judgement was made from: this vantage's own and its copies of the
+        # peers' (what the demo's status line shows beside the verdict).
+        self.judged_views: list[VantageView] = []
         self.scheduler: Scheduler | None = None
         self.loop_lag = 0.0
         self._scrapes: Scrapes | None = None  # the API's count of /metrics answers
@@ -333,9 +336,10 @@ class Agent:
         """Judge every site again; latch a failover entered, release an auto failback due."""
         now = time.time()
         config = self.config
+        self.judged_views = [self.local_view(), *self.peers.views()]
         verdicts = decide(
             [(s.name, s.role) for s in config.sites],
-            [self.local_view(), *self.peers.views()],
+            self.judged_views,
             quorum=config.quorum,
             stale_after=config.verdict.peer_stale_after,
             now=now,

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,9 @@ from failsight.agent.config import Config, load_config
 from failsight.agent.demo import postgres
 from failsight.agent.demo.simulator import Fault, Platform
 from failsight.agent.runtime import Agent
+from failsight.agent.verdict import SiteVerdict, Verdict
+from failsight.agent.view import VantageView
+from failsight.core.redact import redact
 from failsight.probes import replication
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,7 @@ DEMO_CONFIG = Path(__file__).with_name("config.yaml")
 FAULT_AFTER = 20.0
 OUTAGE_LASTS = 40.0
 FLAP_PERIOD = 10.0
+REPORT_EVERY = 1.0
 SCENARIOS = {
     "steady": "no faults",
     "site-outage": "the primary answers 503 to everyone for 40 s: failover, latched until "
@@ -121,6 +126,11 @@ async def _run(config: Config, scenario: str, duration: float | None) -> int:
         f"  scenario {scenario}: {SCENARIOS[scenario]}"
         + (f", after {FAULT_AFTER:.0f}s" if scenario != "steady" else "")
     )
+    print(
+        "  status: a line per site when something changes: the verdict of the "
+        f"{config.agent.vantage} agent, the views it judged from (vantage→state) and, unless "
+        "healthy, its reason"
+    )
     print("Ctrl-C stops everything.", flush=True)
     loop = asyncio.get_running_loop()
 
@@ -133,7 +143,7 @@ async def _run(config: Config, scenario: str, duration: float | None) -> int:
     try:
         async with asyncio.TaskGroup() as tg:
             runs = [tg.create_task(a.run(install_signals=False)) for a in agents]
-            helpers = [tg.create_task(_report(agents, config))]
+            helpers = [tg.create_task(_report(agents))]
             if scenario != "steady":
                 helpers.append(tg.create_task(_inject(platform, config, scenario)))
             if duration is not None:
@@ -190,19 +200,62 @@ async def _stop_after(agents: list[Agent], seconds: float) -> None:
         agent.stop()
 
 
-async def _report(agents: list[Agent], config: Config) -> None:
-    """A status line every few seconds: each vantage's view, and the verdict."""
+def status_line(site: str, verdict: SiteVerdict, views: Sequence[VantageView]) -> str:
+    """One site's status: its verdict, each vantage's view of it as that verdict counted it, and
+    the verdict's lead reason unless healthy (the rest are at /v1/verdict and on the status page).
+
+    `views` are the views the verdict was judged from (see `judged`), so the two cannot
+    disagree. A vantage that did not vote says why: `stale`, or its view marked `(impaired)`.
+    """
+    shown = []
+    for view in views:
+        counted = verdict.quorum.vantages.get(view.vantage)
+        opinion = view.sites.get(site)
+        seen = opinion.state.value if opinion is not None else "unseen"
+        if counted == "impaired":
+            seen = f"{seen}(impaired)"
+        elif counted is not None:
+            seen = counted  # the state it voted with, or "stale"
+        shown.append(f"{view.vantage}→{seen}")
+    line = f"site {site}: {verdict.verdict.value}  views {' '.join(shown)}"
+    if verdict.verdict is not Verdict.HEALTHY:
+        lead = verdict.reasons[0] if verdict.reasons else "none given"
+        line += f"  (reason: {redact(lead)})"
+    return line
+
+
+class StatusLines:
+    """The demo's status output: a site's line only when it differs from the last one printed
+    for that site (its verdict, a view, an impairment or the reason), every site at first."""
+
+    def __init__(self) -> None:
+        self._shown: dict[str, str] = {}
+
+    def changed(
+        self, verdicts: Mapping[str, SiteVerdict], views: Sequence[VantageView]
+    ) -> list[str]:
+        out = []
+        for site, verdict in verdicts.items():
+            line = status_line(site, verdict, views)
+            if self._shown.get(site) != line:
+                self._shown[site] = line
+                out.append(line)
+        return out
+
+
+def judged(agent: Agent) -> tuple[dict[str, SiteVerdict], list[VantageView]]:
+    """Judge every site now, and the views that judgement was made from: this vantage's own and
+    its copies of the peers' (fetched up to a poll ago, so not what each peer holds now)."""
+    verdicts = agent.refresh_verdicts()
+    return verdicts, agent.judged_views
+
+
+async def _report(agents: list[Agent]) -> None:
+    """Print what changed, once a second: lines are printed on change only, so polling often
+    costs one judgement and no output when nothing happens."""
     start = time.monotonic()
+    lines = StatusLines()
     while True:
-        await asyncio.sleep(5.0)
-        with contextlib.suppress(KeyError):
-            verdicts = agents[0].refresh_verdicts()
-            parts = []
-            for site in config.sites:
-                views = " ".join(
-                    f"{a.config.agent.vantage}={a.views.snapshot()[site.name].state.value}"
-                    + ("(impaired)" if a.impaired else "")
-                    for a in agents
-                )
-                parts.append(f"{site.name}: [{views}] -> {verdicts[site.name].verdict.value}")
-            print(f"[{time.monotonic() - start:4.0f}s] " + " | ".join(parts), flush=True)
+        await asyncio.sleep(REPORT_EVERY)
+        for line in lines.changed(*judged(agents[0])):
+            print(f"[{time.monotonic() - start:4.0f}s] {line}", flush=True)

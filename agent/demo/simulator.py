@@ -10,9 +10,9 @@ import secrets
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, get_args
 
 from aiohttp import web
@@ -51,14 +51,27 @@ _HTML_PAGE = (
 )
 
 
+# The status the site itself answers with, per kind; `outage` and `fail_step` answer the
+# `status` they are given (by default 503 and 500). `latency` and `hang` have none: a late
+# request gets whatever the API answers, a hung one nothing.
+_FIXED_STATUS: Mapping[str, int] = MappingProxyType({"html": 200, "truncate": 200, "huge": 200})
+_DEFAULT_STATUS: Mapping[str, int] = MappingProxyType({"outage": 503, "fail_step": 500})
+
+
 class Fault(Model):
-    """One injected fault; `step` and `vantage` narrow which `/api/` requests it hits."""
+    """One injected fault; `step` and `vantage` narrow which `/api/` requests it hits.
+
+    Once validated it holds what the site serves: `status` is the status every matched request
+    gets (None for `latency` and `hang`), `latency_ms` is set for `latency` only. So its
+    `model_dump(exclude_none=True)` is the truthful echo, and posting that echo back makes the
+    same fault. A field that means nothing for the kind is refused rather than ignored.
+    """
 
     kind: FaultKind
     step: Step | None = Field(default=None, validate_default=True)
     vantage: Name | None = None
-    latency_ms: int = Field(default=0, ge=0, le=600_000, validate_default=True)
-    status: int = Field(default=500, ge=400, le=599)
+    latency_ms: int | None = Field(default=None, ge=0, le=600_000, validate_default=True)
+    status: int | None = Field(default=None, validate_default=True)
 
     @field_validator("step")
     @classmethod
@@ -69,16 +82,41 @@ class Fault(Model):
 
     @field_validator("latency_ms")
     @classmethod
-    def _latency_required_for_latency(cls, latency_ms: int, info: ValidationInfo) -> int:
-        if latency_ms <= 0 and info.data.get("kind") == "latency":
+    def _latency_for_latency_only(cls, latency_ms: int | None, info: ValidationInfo) -> int | None:
+        kind = info.data.get("kind")
+        if kind == "latency" and (latency_ms is None or latency_ms <= 0):
             raise ValueError("must be greater than zero when kind is latency")
+        if kind != "latency" and latency_ms is not None:
+            raise ValueError(f"only for kind latency, not {kind}")
         return latency_ms
+
+    @field_validator("status")
+    @classmethod
+    def _status_as_served(cls, status: int | None, info: ValidationInfo) -> int | None:
+        kind = info.data.get("kind")
+        if kind is None:
+            return status  # the kind itself is refused
+        if kind in _DEFAULT_STATUS:
+            status = _DEFAULT_STATUS[kind] if status is None else status
+            if not 400 <= status <= 599:
+                raise ValueError(f"must be an error status, 400 to 599, for {kind}")
+            return status
+        served = _FIXED_STATUS.get(kind)
+        if status is not None and status != served:
+            answers = f"always answers {served}" if served else "answers no status of its own"
+            raise ValueError(f"only outage and fail_step choose their status; {kind} {answers}")
+        return served
 
     def matches(self, step: str | None, vantage: str | None) -> bool:
         """Whether this fault applies to a request on `step` sent from `vantage`."""
         if self.step is not None and self.step != step:
             return False
         return self.vantage is None or self.vantage == vantage
+
+    def covers(self, other: Fault) -> bool:
+        """Whether this fault matches every request `other` does (first match wins, so an
+        earlier fault that covers a later one leaves it nothing to do)."""
+        return self.step in (None, other.step) and self.vantage in (None, other.vantage)
 
 
 @dataclass(slots=True)
@@ -467,8 +505,17 @@ async def _admin_fault(request: web.Request) -> web.Response:
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first["loc"]) or "body"
         return _error(400, f"invalid fault: {name}: {first['msg']}", field=name)
+    covered = any(earlier.covers(fault) for earlier in state.faults)
     state.faults.append(fault)
-    return web.json_response(state.snapshot(), status=201)
+    # The fault as the site now serves it (the kind's real status, only the fields that apply),
+    # then the site's state, as GET /admin/state shows it.
+    echo: dict[str, Any] = {"fault": fault.model_dump(exclude_none=True), **state.snapshot()}
+    if covered:
+        echo["note"] = (
+            "an earlier fault matches every request this one does and answers them first: "
+            "POST /admin/recover clears all faults"
+        )
+    return web.json_response(echo, status=201)
 
 
 async def _admin_recover(request: web.Request) -> web.Response:
@@ -495,9 +542,9 @@ async def _hang(request: web.Request) -> None:
         transport.close()
 
 
-async def _truncated(request: web.Request) -> web.StreamResponse:
+async def _truncated(request: web.Request, status: int) -> web.StreamResponse:
     body = json.dumps({"id": "ord-truncated", "status": "created", "padding": "x" * 200}).encode()
-    response = web.StreamResponse(status=200)
+    response = web.StreamResponse(status=status)
     response.content_type = "application/json"
     response.content_length = len(body)
     await response.prepare(request)
@@ -510,8 +557,8 @@ async def _truncated(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _huge(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(status=200)
+async def _huge(request: web.Request, status: int) -> web.StreamResponse:
+    response = web.StreamResponse(status=status)
     response.content_type = "application/json"
     response.content_length = HUGE_BODY_BYTES
     await response.prepare(request)
@@ -527,17 +574,21 @@ async def _huge(request: web.Request) -> web.StreamResponse:
 
 
 async def _apply_fault(request: web.Request, fault: Fault, step: str | None) -> web.StreamResponse:
+    # The status comes from the fault itself: what /admin/fault echoes is what is served.
+    status = fault.status
+    if status is None:
+        raise AssertionError(f"fault kind {fault.kind} has no direct answer")
     match fault.kind:
         case "outage":
-            return _error(503, "site unavailable")
+            return _error(status, "site unavailable")
         case "fail_step":
-            return _error(fault.status, f"injected failure on step {step}")
+            return _error(status, f"injected failure on step {step}")
         case "html":
-            return web.Response(status=200, text=_HTML_PAGE, content_type="text/html")
+            return web.Response(status=status, text=_HTML_PAGE, content_type="text/html")
         case "truncate":
-            return await _truncated(request)
+            return await _truncated(request, status)
         case "huge":
-            return await _huge(request)
+            return await _huge(request, status)
     raise AssertionError(f"fault kind {fault.kind} has no direct answer")
 
 
@@ -557,7 +608,7 @@ async def _serve_api(request: web.Request, handler: _Handler) -> web.StreamRespo
     if fault is not None and fault.kind == "hang":
         await _hang(request)
         return None
-    if fault is not None and fault.kind == "latency":
+    if fault is not None and fault.latency_ms is not None:
         await _sleep_unless_shutdown(request.app, fault.latency_ms / 1000)
     elif fault is not None:
         return await _apply_fault(request, fault, step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -13,7 +14,13 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
-from failsight.agent.demo.simulator import HUGE_BODY_BYTES, REQUEST_LOG_SIZE, Fault, Platform
+from failsight.agent.demo.simulator import (
+    FAULT_KINDS,
+    HUGE_BODY_BYTES,
+    REQUEST_LOG_SIZE,
+    Fault,
+    Platform,
+)
 
 SITE_A = "aws-use1"
 SITE_B = "gcp-euw1"
@@ -451,8 +458,8 @@ async def test_first_matching_fault_wins(platform: Platform, http: aiohttp.Clien
     async with http.get(f"{base}/admin/state") as resp:
         faults = (await resp.json())["faults"]
     assert faults == [
-        {"kind": "fail_step", "step": "order_get", "latency_ms": 0, "status": 418},
-        {"kind": "outage", "latency_ms": 0, "status": 500},
+        {"kind": "fail_step", "step": "order_get", "status": 418},
+        {"kind": "outage", "status": 503},
     ]
 
 
@@ -484,6 +491,9 @@ async def test_recover_clears_every_fault(platform: Platform, http: aiohttp.Clie
         ({"kind": "fail_step", "step": "pick", "status": 200}, "status"),
         ({"kind": "outage", "vantage": ""}, "vantage"),
         ({"kind": "outage", "colour": "red"}, "colour"),
+        ({"kind": "outage", "status": 200}, "status"),
+        ({"kind": "hang", "latency_ms": 10}, "latency_ms"),
+        ({"kind": "latency", "latency_ms": 10, "status": 500}, "status"),
     ],
 )
 async def test_invalid_fault_is_400_naming_the_field(
@@ -495,6 +505,132 @@ async def test_invalid_fault_is_400_naming_the_field(
     assert body["field"] == field
     assert body["error"].startswith(f"invalid fault: {field}: ")
     assert platform.state(SITE_A).faults == []
+
+
+# Each kind's fault as posted, and its echo: what the site then serves, and only that.
+ECHOES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "outage": ({"kind": "outage"}, {"kind": "outage", "status": 503}),
+    "latency": (
+        {"kind": "latency", "latency_ms": 50, "vantage": "azure-weu"},
+        {"kind": "latency", "vantage": "azure-weu", "latency_ms": 50},
+    ),
+    "fail_step": (
+        {"kind": "fail_step", "step": "order_submit", "status": 502},
+        {"kind": "fail_step", "step": "order_submit", "status": 502},
+    ),
+    "hang": ({"kind": "hang", "step": "order_submit"}, {"kind": "hang", "step": "order_submit"}),
+    "html": ({"kind": "html"}, {"kind": "html", "status": 200}),
+    "truncate": ({"kind": "truncate"}, {"kind": "truncate", "status": 200}),
+    "huge": ({"kind": "huge"}, {"kind": "huge", "status": 200}),
+}
+
+
+def test_every_fault_kind_has_an_echo_case() -> None:
+    assert set(ECHOES) == set(FAULT_KINDS)
+
+
+async def served_status(base: str, *, wait: float) -> int | None:
+    """The status an order submission from azure-weu gets; None when no answer comes."""
+    # A connection of its own, dropped afterwards: a hung or cut-short answer stays here.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as alone:
+        try:
+            async with alone.post(
+                f"{base}/api/v1/orders",
+                json=ORDER,
+                headers={"Idempotency-Key": "echo", "X-Failsight-Vantage": "azure-weu"},
+                timeout=aiohttp.ClientTimeout(total=wait),
+            ) as resp:
+                # Read to the end, so that a streamed answer is served whole (or cut short).
+                with contextlib.suppress(aiohttp.ClientPayloadError):
+                    await resp.read()
+                return resp.status
+        except TimeoutError:
+            return None
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+async def test_fault_echo_is_what_a_request_then_gets(
+    platform: Platform, http: aiohttp.ClientSession, kind: str
+) -> None:
+    posted, echo = ECHOES[kind]
+    base = platform.urls[SITE_A]
+    async with http.post(f"{base}/admin/fault", json=posted) as resp:
+        assert resp.status == 201
+        body = await resp.json()
+    assert body["fault"] == echo
+    assert body["faults"] == [echo]
+    assert "note" not in body
+    async with http.get(f"{base}/admin/state") as resp:
+        assert (await resp.json())["faults"] == [echo]
+
+    status = await served_status(base, wait=0.5 if kind == "hang" else 15)
+    if "status" in echo:
+        assert status == echo["status"]
+    elif kind == "latency":
+        assert status == 201  # late, but the API's own answer
+    else:
+        assert status is None  # a hang answers nothing
+
+    # The echo is a fault in its own right: posted back, it is the same fault.
+    async with http.post(f"{platform.urls[SITE_B]}/admin/fault", json=echo) as resp:
+        assert resp.status == 201
+        assert (await resp.json())["fault"] == echo
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (
+            {"kind": "html", "status": 502},
+            "invalid fault: status: Value error, only outage and fail_step choose their "
+            "status; html always answers 200",
+        ),
+        (
+            {"kind": "hang", "status": 504},
+            "invalid fault: status: Value error, only outage and fail_step choose their "
+            "status; hang answers no status of its own",
+        ),
+        (
+            {"kind": "outage", "status": 302},
+            "invalid fault: status: Value error, must be an error status, 400 to 599, for outage",
+        ),
+        (
+            {"kind": "fail_step", "step": "pick", "status": 302},
+            "invalid fault: status: Value error, must be an error status, 400 to 599, "
+            "for fail_step",
+        ),
+        (
+            {"kind": "outage", "latency_ms": 100},
+            "invalid fault: latency_ms: Value error, only for kind latency, not outage",
+        ),
+    ],
+)
+async def test_a_field_that_means_nothing_for_the_kind_is_refused(
+    platform: Platform, http: aiohttp.ClientSession, fault: dict[str, Any], message: str
+) -> None:
+    async with http.post(f"{platform.urls[SITE_A]}/admin/fault", json=fault) as resp:
+        assert (resp.status, (await resp.json())["error"]) == (400, message)
+    assert platform.state(SITE_A).faults == []
+
+
+async def test_fault_echo_says_when_an_earlier_fault_answers_first(
+    platform: Platform, http: aiohttp.ClientSession
+) -> None:
+    url = f"{platform.urls[SITE_A]}/admin/fault"
+    async with http.post(url, json={"kind": "fail_step", "step": "pick"}) as resp:
+        assert "note" not in await resp.json()
+    # Narrower faults first leave the wider one the other requests: no note.
+    async with http.post(url, json={"kind": "outage", "vantage": "azure-weu"}) as resp:
+        assert "note" not in await resp.json()
+    async with http.post(
+        url, json={"kind": "html", "step": "pick", "vantage": "azure-weu"}
+    ) as resp:
+        body = await resp.json()
+    assert body["fault"] == {"kind": "html", "step": "pick", "vantage": "azure-weu", "status": 200}
+    assert body["note"] == (
+        "an earlier fault matches every request this one does and answers them first: "
+        "POST /admin/recover clears all faults"
+    )
 
 
 async def test_fault_body_must_be_a_json_object(
