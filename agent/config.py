@@ -98,6 +98,10 @@ class SiteConfig(Model):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
             raise ValueError("expected an http:// or https:// URL")
+        try:
+            urlsplit(value).port  # noqa: B018 (it raises for a port past 65535 or not a number)
+        except ValueError:
+            raise ValueError("the URL's port must be a number from 0 to 65535") from None
         return value.rstrip("/")
 
 

@@ -541,3 +541,10 @@ def test_a_duration_out_of_order_or_without_units_is_refused(tmp_path: Path, wri
         f"F:10: verdict.flap_half_life: invalid duration '{written}': write it like 15s, "
         "500ms, 2m or 1m30s (units ms, s, m, h, d, largest first)"
     ]
+
+
+def test_a_site_url_with_an_impossible_port_is_refused(tmp_path: Path) -> None:
+    text = BASE.replace("http://127.0.0.1:2", "http://127.0.0.1:99999")
+    assert errors_of(write(tmp_path, text)) == [
+        "F:9: sites.1.base_url: the URL's port must be a number from 0 to 65535"
+    ]
