@@ -1,4 +1,5 @@
-"""`{{var}}` substitution (closed: names only, never expressions) and compiled JSON paths."""
+"""`{{var}}` substitution (closed: names only, never expressions) into values, text and regular
+expressions, and compiled JSON paths (never templated)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,42 @@ def render_text(value: str, variables: Mapping[str, object]) -> str:
     return _VAR.sub(lambda m: _as_text(m.group(1), _lookup(variables, m.group(1))), value)
 
 
+def render_pattern(pattern: str, variables: Mapping[str, object] | None) -> str:
+    """A regular expression with each variable's text (as render_text makes it) inserted as a
+    literal in a group of its own, `(?:` re.escape(text) `)`: a value extracted from a target can
+    never change the pattern, and a quantifier after a placeholder applies to the whole value.
+
+    With `variables` None every placeholder becomes the empty group: the pattern's shape, which
+    validation compiles at load (a placeholder after a backslash does not compile).
+    """
+    if "{{" not in pattern:
+        return pattern
+    if variables is None:
+        return _VAR.sub("(?:)", pattern)
+    return _VAR.sub(
+        lambda m: "(?:" + re.escape(_as_text(m.group(1), _lookup(variables, m.group(1)))) + ")",
+        pattern,
+    )
+
+
+def json_kind(value: object) -> str:
+    """What a (JSON) value is, for a message that must not quote it: `a string`, `a number`,
+    `a boolean`, `null`, `an object`, `an array`."""
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
 def _lookup(variables: Mapping[str, object], name: str) -> object:
     try:
         return variables[name]
@@ -119,13 +156,7 @@ def _as_text(name: str, value: object) -> str:
             return str(value)
         except ValueError:  # an int past Python's digit limit for str()
             raise UnusableVariable(name, "a number too long to write out") from None
-    if value is None:
-        raise UnusableVariable(name, "null")
-    if isinstance(value, Mapping):
-        raise UnusableVariable(name, "an object")
-    if isinstance(value, list | tuple):
-        raise UnusableVariable(name, "an array")
-    raise UnusableVariable(name, f"a {type(value).__name__}")
+    raise UnusableVariable(name, json_kind(value))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,6 +171,12 @@ def find(expression: str, document: Any) -> list[Any]:
 
 
 def _valid_jsonpath(expression: str) -> str:
+    if "{{" in expression:
+        # A JSON path is fixed: expanding values from a target into it would let a response
+        # choose what the next assertion or extraction reads.
+        raise ValueError(
+            f"JSON path {expression!r} holds {{{{: templates are not expanded in JSON paths"
+        )
     try:
         compile_jsonpath(expression)
     except (JSONPathError, ValueError, TypeError, AttributeError) as exc:
@@ -148,4 +185,4 @@ def _valid_jsonpath(expression: str) -> str:
 
 
 JsonPath = Annotated[str, AfterValidator(_valid_jsonpath)]
-"""A JSONPath expression, compiled at config validation so typos fail early."""
+"""A JSONPath expression, compiled at config validation so typos fail early; never templated."""

@@ -21,7 +21,12 @@ from failsight.core.check import (
 from failsight.core.configtypes import Secret
 from failsight.core.http import ssl_context
 from failsight.core.results import DependsOn, Reason, Result, StepResult
-from failsight.probes.journey.config import BUILTIN_VARIABLES, JourneyConfig, step_templates
+from failsight.probes.journey.config import (
+    BUILTIN_VARIABLES,
+    JourneyConfig,
+    expectation_templates,
+    step_templates,
+)
 from failsight.probes.journey.run import JourneyRun
 from failsight.probes.templating import render, variables_in
 
@@ -77,9 +82,12 @@ class JourneyCheck(Check):
         }
         self._tenants = itertools.cycle(cfg.tenants)
         # What a crash-recovery journal keeps of a run: the built-ins and the extracted
-        # variables the cleanup steps (or the site's headers) use; nothing else (config
-        # variables and secrets come from the config in force when the cleanup is retried).
-        used = variables_in([step_templates(step) for step in cfg.cleanup])
+        # variables the cleanup steps (their requests and assertions, or the site's headers)
+        # use; nothing else (config variables and secrets come from the config in force when
+        # the cleanup is retried).
+        used = variables_in(
+            [[step_templates(step), expectation_templates(step)] for step in cfg.cleanup]
+        )
         used |= variables_in([v.get_secret_value() for v in self.site_headers.values()])
         extracted = {name for step in cfg.steps for name in step.extract}
         self.journaled = frozenset(BUILTIN_VARIABLES | (extracted & used))

@@ -13,7 +13,12 @@ from failsight.core.kind import Env, Kind, Loc, duplicates
 from failsight.core.results import Result
 from failsight.core.telemetry import Exemplar, MetricSpec, MetricType, Sample, exemplar, sample
 from failsight.probes.journey.check import JourneyCheck
-from failsight.probes.journey.config import BUILTIN_VARIABLES, JourneyConfig, Step
+from failsight.probes.journey.config import (
+    BUILTIN_VARIABLES,
+    JourneyConfig,
+    Step,
+    expectation_templates,
+)
 from failsight.probes.templating import malformed_placeholders, variables_in
 
 
@@ -36,7 +41,8 @@ def plan(section: Sequence[JourneyConfig], env: Env) -> list[Check]:
 
 def check_config(section: Sequence[JourneyConfig], env: Env) -> Iterator[tuple[Loc, str]]:
     """References to sites and IdPs, unique step names, and every template's variables
-    defined before use (built-ins, the journey's `variables`, what an earlier step extracts)."""
+    defined before use (built-ins, the journey's `variables`, what an earlier step extracts),
+    in a step's request and in what its assertions and poll expect."""
     site_names = env.site_names
     idp_names = env.names.get("idps", frozenset())
     for j, journey in enumerate(section):
@@ -58,17 +64,23 @@ def check_config(section: Sequence[JourneyConfig], env: Env) -> Iterator[tuple[L
 
 
 def _template_errors(loc: Loc, step: Step, known: set[str], who: str) -> Iterator[tuple[Loc, str]]:
-    fields: dict[str, Any] = {
-        "path": step.path,
-        "query": step.query,
-        "json": step.body,
-        "headers": {k: v.get_secret_value() for k, v in step.headers.items()},
-    }
-    for key, value in fields.items():
+    fields: list[tuple[Loc, Any]] = [
+        (("path",), step.path),
+        (("query",), step.query),
+        (("json",), step.body),
+        (("headers",), {k: v.get_secret_value() for k, v in step.headers.items()}),
+        *expectation_templates(step),
+    ]
+    for key, value in fields:
         for bad in malformed_placeholders(value):
-            yield (*loc, key), f"invalid template {{{{{bad}}}}}: only {{{{variable}}}} is allowed"
+            yield (*loc, *key), f"invalid template {{{{{bad}}}}}: only {{{{variable}}}} is allowed"
         for name in sorted(variables_in(value) - known):
-            yield (*loc, key), f"template uses {{{{{name}}}}}, which {who} extracts"
+            if name in step.extract and key[0] in ("expect", "poll"):
+                # A step's extracts are taken once its response has passed its checks.
+                why = "this step extracts only after checking its response"
+            else:
+                why = f"{who} extracts"
+            yield (*loc, *key), f"template uses {{{{{name}}}}}, which {why}"
 
 
 def _names(names: frozenset[str]) -> str:

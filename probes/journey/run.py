@@ -27,11 +27,11 @@ from failsight.probes.journey.untrusted import (
     REDACT_WINDOW,
     assert_header,
     assert_json,
+    evaluate,
     find_in_response,
     names_in,
     parse_json,
     printable,
-    show_found,
     text_field,
     unsendable,
 )
@@ -236,18 +236,17 @@ class JourneyRun:
                     )
                     self.check_status(step, status, body)
                     document = None
-                    if step.poll is not None:
+                    if (poll := step.poll) is not None:
                         document = parse_json(body, response_headers)
-                        seen = find_in_response(step.poll.path, document)
-                        if seen and seen[0] == step.poll.until:
+                        seen = find_in_response(poll.path, document)
+                        mismatch = evaluate(poll, seen, self.variables, poll.path)
+                        if mismatch is None:
                             break
-                        if time.monotonic() + step.poll.interval > poll_deadline:
+                        if time.monotonic() + poll.interval > poll_deadline:
                             raise CheckFailure(
-                                Reason.TIMEOUT,
-                                f"poll: {step.poll.path} was {show_found(seen)} after "
-                                f"{step.poll.deadline:g}s, wanted {step.poll.until!r}",
+                                Reason.TIMEOUT, mismatch.poll(poll.path, poll.deadline)
                             )
-                        await asyncio.sleep(step.poll.interval)
+                        await asyncio.sleep(poll.interval)
                         continue
                     break
             self.assert_response(step, response_headers, body, document)
@@ -409,9 +408,9 @@ class JourneyRun:
             if document is None:
                 document = parse_json(body, headers)
             for check in expect.json_:
-                assert_json(check, document)
+                assert_json(check, document, self.variables)
         for header in expect.headers:
-            assert_header(header, headers)
+            assert_header(header, headers, self.variables)
         for variable, path in step.extract.items():
             found = find_in_response(path, document)
             if not found:

@@ -5,23 +5,42 @@ failure to read it or evaluate a JSON path on it is the step's `extraction` fail
 failure message quotes of a target is redacted, bounded and made printable (`show`,
 `printable`). Values extracted from a target that cannot go into a request fail the step as
 `extraction`, naming the variables, never their values. The assertions on a response live here
-too.
+too: `evaluate` judges the value a JSON path found (for `expect.json` and `poll`) with typed
+JSON comparisons, expanding the run's variables in what is expected.
 """
 
 from __future__ import annotations
 
 import array
+import functools
 import itertools
 import json
+import operator
 import re
 import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from failsight.core.redact import REDACTOR
 from failsight.core.results import CheckFailure, Reason
-from failsight.probes.journey.config import HeaderAssertion, JsonAssertion
-from failsight.probes.templating import UnusableVariable, find, render_text, variables_in
+from failsight.probes.journey.config import (
+    ORDER,
+    Comparisons,
+    HeaderAssertion,
+    JsonAssertion,
+    Predicate,
+    as_number,
+)
+from failsight.probes.templating import (
+    UnusableVariable,
+    find,
+    json_kind,
+    render,
+    render_pattern,
+    render_text,
+    variables_in,
+)
 
 # The deepest nesting of arrays and objects a response may have. Deeper documents are refused
 # before parsing: the JSON parser, repr() and json.dumps() recurse once per level, and no API
@@ -165,10 +184,6 @@ def show(value: Any) -> str:
         return f"<{type(value).__name__}>"
 
 
-def show_found(values: Sequence[Any]) -> str:
-    return "missing" if not values else show(values[0])
-
-
 def names_in(template: str) -> list[str]:
     return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
 
@@ -197,35 +212,216 @@ def unsendable(
     )
 
 
-def assert_json(check: JsonAssertion, document: Any) -> None:
-    found = find_in_response(check.path, document)
-    if check.exists is not None:
-        if bool(found) != check.exists:
-            wanted = "to exist" if check.exists else "to be absent"
-            raise CheckFailure(Reason.ASSERTION, f"expected {check.path} {wanted}")
-        return
-    if not found:
-        raise CheckFailure(Reason.ASSERTION, f"{check.path} matched nothing")
-    value = found[0]
-    if check.one_of is not None:
-        if value not in check.one_of:
-            raise CheckFailure(
-                Reason.ASSERTION,
-                f"{check.path} is {show(value)}, expected one of {check.one_of!r}",
-            )
-    elif check.regex is not None:
-        if not isinstance(value, str | int | float) or not re.search(check.regex, str(value)):
-            raise CheckFailure(
-                Reason.ASSERTION,
-                f"{check.path} is {show(value)}, expected to match {check.regex!r}",
-            )
-    elif value != check.equals:
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """Why the value a JSON path found failed its checks, as a message says it: what was seen,
+    in the present (an assertion) and in the past (a poll that gave up), and what was wanted.
+    Both sides are quoted through `show`: an expected value may hold a secret or a value
+    extracted from the target."""
+
+    now: str
+    then: str
+    wanted: str
+
+    def assertion(self, path: str) -> str:
+        return f"{path} {self.now}, expected {self.wanted}"
+
+    def poll(self, path: str, deadline: float) -> str:
+        return f"poll: {path} {self.then} after {deadline:g}s, wanted {self.wanted}"
+
+
+def _seen(value: Any, wanted: str, *, typed: bool = False) -> Mismatch:
+    shown = show(value) + (f" ({json_kind(value)})" if typed else "")
+    return Mismatch(f"is {shown}", f"was {shown}", wanted)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality as JSON has it: a boolean is never a number (in Python True == 1), text never
+    a number ("5" != 5), 1 equals 1.0; arrays and objects element by element, by this rule."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a is None and b is None
+
+
+_ORDERING = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+
+
+def _expected(template: Any, variables: Mapping[str, object], where: str) -> Any:
+    """An expected value with the run's variables in it (a lone `{{name}}` keeps its type)."""
+    try:
+        return render(template, variables)
+    except UnusableVariable as unusable:
+        raise CheckFailure(Reason.EXTRACTION, f"{unusable} and cannot go in {where}") from None
+
+
+def _number(bound: float | str, variables: Mapping[str, object], where: str) -> float:
+    """A bound as a number: a literal one, or what its template gives, a number or numeric
+    text; anything else is the step's `extraction` failure, naming the variables."""
+    if not isinstance(bound, str):
+        return bound
+    value = _expected(bound, variables, where)
+    number = as_number(value)
+    if number is not None:
+        return number
+    names = names_in(bound)
+    if len(names) > 1:
         raise CheckFailure(
-            Reason.ASSERTION, f"{check.path} is {show(value)}, expected {check.equals!r}"
+            Reason.EXTRACTION,
+            f"{where}: variables {', '.join(names)} make text that is not a number",
         )
+    if isinstance(value, str):
+        what = "text that is not a number"
+    elif isinstance(value, float):
+        what = "a number that is not finite"
+    else:
+        what = f"{json_kind(value)}, not a number"
+    raise CheckFailure(Reason.EXTRACTION, f"{where}: variable {''.join(names)} is {what}")
 
 
-def assert_header(check: HeaderAssertion, headers: Mapping[str, str]) -> None:
+def _comparison(
+    checks: Comparisons, group: str, variables: Mapping[str, object], where: str
+) -> tuple[str, Callable[[float], bool]]:
+    """What a comparison group wants, in words (`>= 3 and < 10`), and its test."""
+    if group == "between" and checks.between is not None:
+        low, high = (_number(b, variables, f"{where} between") for b in checks.between)
+        return f"between {show(low)} and {show(high)}", lambda x: low <= x <= high
+    if group == "equals":  # a length's exact value
+        exact = _number(getattr(checks, group), variables, f"{where} equals")
+        return show(exact), lambda x: x == exact
+    bounds = [
+        (key, _number(bound, variables, f"{where} {key}"))
+        for key in _ORDERING
+        if (bound := getattr(checks, key)) is not None
+    ]
+    return (
+        " and ".join(f"{ORDER[key]} {show(n)}" for key, n in bounds),
+        lambda x: all(_ORDERING[key](x, n) for key, n in bounds),
+    )
+
+
+def _regex(template: str, variables: Mapping[str, object], where: str) -> re.Pattern[str]:
+    """A regex with the run's variables in it as literal text (render_pattern)."""
+    try:
+        return re.compile(render_pattern(template, variables))
+    except UnusableVariable as unusable:
+        raise CheckFailure(Reason.EXTRACTION, f"{unusable} and cannot go in {where}") from None
+    except re.error:  # cannot happen: the shape compiled at load, and values are literals
+        names = ", ".join(names_in(template))
+        raise CheckFailure(
+            Reason.EXTRACTION, f"{where} cannot be compiled with the values of {names}"
+        ) from None
+
+
+def evaluate(
+    predicate: Predicate, found: Sequence[Any], variables: Mapping[str, object], path: str
+) -> Mismatch | None:
+    """Whether the first value a JSON path found passes the predicate's checks, with the run's
+    variables expanded in what they expect: None, or the Mismatch to report. A template that
+    cannot give what its check needs (a bound that is no number) is `extraction`."""
+    group = predicate.group()
+    if group == "exists":
+        if bool(found) == predicate.exists:
+            return None
+        if found:
+            return _seen(found[0], "no match")
+        return Mismatch("matched nothing", "was missing", "a match")
+    where = f"{path} {group}"
+    test: Callable[[Any], Mismatch | None]
+    if group in ("equals", "until"):
+        expected = _expected(getattr(predicate, group), variables, where)
+        test = functools.partial(_equal, expected)
+        wanted = show(expected)
+    elif group == "not_equals":
+        expected = _expected(predicate.not_equals, variables, where)
+        wanted = f"anything but {show(expected)}"
+        test = functools.partial(_differs, expected, wanted)
+    elif group == "one_of":
+        options = _expected(predicate.one_of, variables, where)
+        wanted = f"one of {show(options)}"
+        test = functools.partial(_among, options, wanted)
+    elif group == "regex" and predicate.regex is not None:
+        pattern = _regex(predicate.regex, variables, where)
+        wanted = f"to match {show(pattern.pattern)}"
+        test = functools.partial(_matches, pattern, wanted)
+    elif group == "length" and predicate.length is not None:
+        wanted, fits = _comparison(
+            predicate.length, predicate.length.group(), variables, f"{path} length"
+        )
+        test = functools.partial(_measures, fits, wanted)
+    else:
+        wanted, fits = _comparison(predicate, group, variables, path)
+        test = functools.partial(_compares, fits, wanted)
+    if not found:
+        return Mismatch("matched nothing", "was missing", wanted)
+    return test(found[0])
+
+
+def _equal(expected: Any, value: Any) -> Mismatch | None:
+    if same(value, expected):
+        return None
+    # Equal to Python, maybe, but not to JSON (`'5'` and 5, True and 1): say what each is.
+    typed = json_kind(value) != json_kind(expected)
+    wanted = show(expected) + (f" ({json_kind(expected)})" if typed else "")
+    return _seen(value, wanted, typed=typed)
+
+
+def _differs(expected: Any, wanted: str, value: Any) -> Mismatch | None:
+    return _seen(value, wanted) if same(value, expected) else None
+
+
+def _among(options: list[Any], wanted: str, value: Any) -> Mismatch | None:
+    return None if any(same(value, option) for option in options) else _seen(value, wanted)
+
+
+def _matches(pattern: re.Pattern[str], wanted: str, value: Any) -> Mismatch | None:
+    """A string, or a number as its JSON text, must match."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            text = str(value)
+        except ValueError:  # an int past str()'s digit limit
+            return _seen(value, wanted)
+    else:
+        return _seen(value, wanted, typed=True)
+    return None if pattern.search(text) else _seen(value, wanted)
+
+
+def _measures(fits: Callable[[float], bool], wanted: str, value: Any) -> Mismatch | None:
+    """Arrays, strings and objects have a length; nothing else."""
+    if not isinstance(value, str | list | dict):
+        return _seen(value, "an array, a string or an object", typed=True)
+    size = len(value)
+    if fits(size):
+        return None
+    return Mismatch(f"has length {size}", f"had length {size}", wanted)
+
+
+def _compares(fits: Callable[[float], bool], wanted: str, value: Any) -> Mismatch | None:
+    """Only a JSON number is ordered: text that writes one is not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _seen(value, "a number", typed=True)
+    return None if fits(value) else _seen(value, wanted)
+
+
+def assert_json(check: JsonAssertion, document: Any, variables: Mapping[str, object]) -> None:
+    found = find_in_response(check.path, document)
+    mismatch = evaluate(check, found, variables, check.path)
+    if mismatch is not None:
+        raise CheckFailure(Reason.ASSERTION, mismatch.assertion(check.path))
+
+
+def assert_header(
+    check: HeaderAssertion, headers: Mapping[str, str], variables: Mapping[str, object]
+) -> None:
     value = headers.get(check.name)
     if check.exists is not None:
         if (value is not None) != check.exists:
@@ -234,12 +430,17 @@ def assert_header(check: HeaderAssertion, headers: Mapping[str, str]) -> None:
         return
     if value is None:
         raise CheckFailure(Reason.ASSERTION, f"header {check.name} is missing")
-    if check.equals is not None and value != check.equals:
-        raise CheckFailure(
-            Reason.ASSERTION, f"header {check.name} is {show(value)}, expected {check.equals!r}"
-        )
-    if check.regex is not None and not re.search(check.regex, value):
-        raise CheckFailure(
-            Reason.ASSERTION,
-            f"header {check.name} is {show(value)}, expected to match {check.regex!r}",
-        )
+    if check.equals is not None:
+        expected = text_field(check.equals, variables, f"header {check.name} equals")
+        if value != expected:
+            raise CheckFailure(
+                Reason.ASSERTION,
+                f"header {check.name} is {show(value)}, expected {show(expected)}",
+            )
+    if check.regex is not None:
+        pattern = _regex(check.regex, variables, f"header {check.name} regex")
+        if not pattern.search(value):
+            raise CheckFailure(
+                Reason.ASSERTION,
+                f"header {check.name} is {show(value)}, expected to match {show(pattern.pattern)}",
+            )
