@@ -37,6 +37,7 @@ from failsight.core.kind import Endpoint, Env, Kind
 from failsight.core.redact import REDACTOR, basic_credentials, excerpt
 from failsight.core.results import CheckFailure, Measurement, Reason, Remark, Result
 from failsight.core.telemetry import MetricSpec, MetricType
+from failsight.probes.templating import json_kind
 
 if TYPE_CHECKING:
     # joserfc (and cryptography under it, ~9 MB) is imported where tokens are handled, so an
@@ -501,18 +502,8 @@ def _when(value: object) -> str:
 
 
 def _kind(value: object) -> str:
-    """The JSON type of a decoded value, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
+    """The JSON type of a decoded value, for messages: `string`, `null`, `object`..."""
+    return json_kind(value).split(" ", 1)[-1]  # without the article: "an object" -> "object"
 
 
 def _shown(value: object) -> str:

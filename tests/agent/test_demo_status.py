@@ -15,7 +15,7 @@ from failsight.agent.peers import PeerState
 from failsight.agent.runtime import Agent
 from failsight.agent.verdict import SiteVerdict, decide
 from failsight.agent.view import SiteOpinion, SiteState, VantageView
-from failsight.core.results import Reason, Result, StepResult
+from tests.factories import journey_result
 
 PRIMARY, STANDBY = "aws-use1", "gcp-euw1"
 SITES = ((PRIMARY, "primary"), (STANDBY, "standby"))
@@ -130,30 +130,6 @@ def test_lines_are_printed_only_when_something_changed() -> None:
 # -- the same judgement, from real agents ---------------------------------------------------
 
 
-def run_result(site: str, ok: bool) -> Result:
-    """A critical journey run against `site`, as the scheduler hands it to the view."""
-    step = StepResult(
-        name="pick",
-        ok=ok,
-        duration=0.1,
-        reason=None if ok else Reason.HTTP_STATUS,
-        message="" if ok else "HTTP 503",
-    )
-    return Result(
-        check=f"journey/order-to-invoice/{site}",
-        kind="journey",
-        target="order-to-invoice",
-        site=site,
-        ok=ok,
-        started_at=time.time(),
-        duration=0.1,
-        run_id="r",
-        critical=True,
-        reason=None if ok else Reason.HTTP_STATUS,
-        steps=(step,),
-    )
-
-
 def fetch(by: Agent, peer: Agent) -> None:
     """What `by`'s peer poller does with `peer`'s /v1/view answer: the same wire format."""
     name = peer.config.agent.vantage
@@ -172,14 +148,14 @@ def test_the_views_shown_are_the_ones_the_verdict_was_judged_from(agents: list[A
     aws, gcp, azure = agents
     # azure-weu loses its path to the primary: two failed runs make its view `down`...
     for _ in range(2):
-        azure.views.handle(run_result(PRIMARY, ok=False))
+        azure.views.handle(journey_result(PRIMARY, ok=False))
     # ...and that is the view aws-use1's agent fetches.
     fetch(aws, gcp)
     fetch(aws, azure)
     # The path comes back before the next fetch: azure-weu's own view is up again, while the
     # copy aws-use1 judges from still says down (for up to a peer poll interval).
     for _ in range(2):
-        azure.views.handle(run_result(PRIMARY, ok=True))
+        azure.views.handle(journey_result(PRIMARY, ok=True))
     assert azure.views.snapshot()[PRIMARY].state is SiteState.UP
 
     verdicts, views = judged(aws)

@@ -22,7 +22,7 @@ from failsight.agent.control import Action, ActionKind
 from failsight.agent.runtime import Agent
 from failsight.agent.status import Status
 from failsight.agent.view import SiteOpinion, SiteState, VantageView
-from failsight.core.results import Reason, Result, StepResult
+from tests.factories import journey_result
 from tests.fixtures.platform import running_agent, wait_for
 
 MakeConfig = Callable[..., tuple[Config, Path]]
@@ -40,29 +40,6 @@ READ_ENDPOINTS = [
     "/readyz",
     "/healthz",
 ]
-
-
-def journey_result(site: str, ok: bool, at: float) -> Result:
-    step = StepResult(
-        name="order_submit",
-        ok=ok,
-        duration=0.1,
-        reason=None if ok else Reason.HTTP_STATUS,
-        message="" if ok else "HTTP 500",
-    )
-    return Result(
-        check=f"journey/order-to-invoice/{site}",
-        kind="journey",
-        target="order-to-invoice",
-        site=site,
-        ok=ok,
-        started_at=at,
-        duration=0.1,
-        run_id=f"run-{site}-{at}",
-        critical=True,
-        reason=None if ok else Reason.HTTP_STATUS,
-        steps=(step,),
-    )
 
 
 @asynccontextmanager

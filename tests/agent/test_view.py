@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from failsight.agent.view import Hysteresis, SiteState, SiteView, ViewTracker, advance
-from failsight.core.results import DependsOn, Reason, Result, StepResult
+from failsight.core.results import DependsOn, Reason, Result
+from tests.factories import journey_result
 
 U, DG, DN, RC = SiteState.UP, SiteState.DEGRADED, SiteState.DOWN, SiteState.RECOVERING
 
@@ -77,26 +78,7 @@ def test_since_moves_only_on_state_change_and_evidence_counts() -> None:
 
 
 def result(site: str, ok: bool, critical: bool = True) -> Result:
-    step = StepResult(
-        name="pick",
-        ok=ok,
-        duration=0.1,
-        reason=None if ok else Reason.HTTP_STATUS,
-        message="" if ok else "HTTP 500",
-    )
-    return Result(
-        check=f"journey/j/{site}",
-        kind="journey",
-        target="j",
-        site=site,
-        ok=ok,
-        started_at=100.0,
-        duration=0.1,
-        run_id="r",
-        critical=critical,
-        reason=None if ok else Reason.HTTP_STATUS,
-        steps=(step,),
-    )
+    return journey_result(site, ok, 100.0, journey="j", step="pick", critical=critical)
 
 
 def test_tracker_says_when_every_site_fails() -> None:
