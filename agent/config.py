@@ -288,9 +288,10 @@ def _judge(data: dict[str, Any], smap: SourceMap) -> tuple[Config | None, list[C
             cut |= {c for c in more if c is not None}
             continue
         names = _names_cut(data, cut)
+        holding_cut = {c[:end] for c in cut for end in range(len(c) + 1)}
         for loc, message in semantic_errors(partial):
             where = _original(loc, kept)
-            if smap.is_broken(where) or any(c[: len(where)] == where for c in cut):
+            if smap.is_broken(where) or where in holding_cut:
                 continue
             if _about_cut(message, names):
                 continue
@@ -377,8 +378,12 @@ def _names_cut(data: Any, cut: set[Loc]) -> set[str]:
     return names
 
 
+_MENTIONS = re.compile(r"'([^']*)'|\{\{([^{}]*)\}\}")
+
+
 def _about_cut(message: str, names: set[str]) -> bool:
-    return any(f"'{name}'" in message or f"{{{{{name}}}}}" in message for name in names if name)
+    """Whether a message names something cut, quoted (`'b'`) or as a template (`{{b}}`)."""
+    return any((quoted or template) in names for quoted, template in _MENTIONS.findall(message))
 
 
 def _from_pydantic(err: Any, smap: SourceMap) -> ConfigError:

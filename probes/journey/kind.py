@@ -44,13 +44,14 @@ def check_config(section: Sequence[JourneyConfig], env: Env) -> Iterator[tuple[L
     defined before use (built-ins, the journey's `variables`, what an earlier step extracts),
     in a step's request and in what its assertions and poll expect."""
     site_names = env.site_names
+    listed = _names(site_names)
     idp_names = env.names.get("idps", frozenset())
     for j, journey in enumerate(section):
         for s, site_name in enumerate(journey.sites or []):
             if site_name not in site_names:
                 yield (
                     (j, "sites", s),
-                    f"unknown site {site_name!r} (sites: {_names(site_names)})",
+                    f"unknown site {site_name!r} (sites: {listed})",
                 )
         if journey.idp is not None and journey.idp not in idp_names:
             yield (j, "idp"), f"unknown idp {journey.idp!r}"
@@ -83,8 +84,15 @@ def _template_errors(loc: Loc, step: Step, known: set[str], who: str) -> Iterato
             yield (*loc, *key), f"template uses {{{{{name}}}}}, which {why}"
 
 
+# How many names a message lists; a config with thousands of sites gets the first few.
+_NAMES_SHOWN = 10
+
+
 def _names(names: frozenset[str]) -> str:
-    return ", ".join(sorted(names)) or "none"
+    ordered = sorted(names)
+    more = len(ordered) - _NAMES_SHOWN
+    shown = ", ".join(ordered[:_NAMES_SHOWN]) or "none"
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 JOURNEY_RUNS = MetricSpec(
