@@ -208,7 +208,7 @@ def plan(config: CoreConfig) -> list[Check]:
 def load_config(*paths: str | Path) -> Config:
     """Load and validate a config, from one file or several merged in order (later files merge
     over earlier ones, see `merge_sources`). Raises ConfigInvalid listing every problem, in
-    every file, in one answer (see `_judge`); ConfigUnreadable when a file cannot be read."""
+    every file, in one answer (see `_validate_all`); ConfigUnreadable when a file cannot be read."""
     if not paths:
         raise TypeError("load_config needs at least one file")
     files = [str(p) for p in paths]
@@ -235,7 +235,7 @@ def load_config(*paths: str | Path) -> Config:
         resolved = set().union(*(smap.resolved for _, smap in loaded))
         raise SourceMap(files[0], resolved=resolved).redacted(ConfigInvalid(problems, files), files)
     data, smap = functools.reduce(merge_sources, loaded)
-    config, errors = _judge(data, smap)
+    config, errors = _validate_all(data, smap)
     errors = smap.problems + errors
     if errors or config is None:
         # A `${env:…}`/`${file:…}` value put in a field that quotes what it refuses (an
@@ -246,12 +246,13 @@ def load_config(*paths: str | Path) -> Config:
     return config
 
 
-# How many times `_judge` cuts what the model refused and validates again, at most. Each round
-# cuts every refused place, and a place is cut at most once, so real configs need two or three.
+# How many times `_validate_all` validates, at most: the file, then again after each cut of
+# what was refused. Each round cuts every refused place, and a place is cut at most once, so
+# real configs need two or three.
 _MAX_CUTS = 12
 
 
-def _judge(data: dict[str, Any], smap: SourceMap) -> tuple[Config | None, list[ConfigError]]:
+def _validate_all(data: dict[str, Any], smap: SourceMap) -> tuple[Config | None, list[ConfigError]]:
     """The config, or None, and every problem of structure (the model) and of meaning
     (`semantic_errors`: references, template variables, names) in one answer.
 
@@ -264,24 +265,18 @@ def _judge(data: dict[str, Any], smap: SourceMap) -> tuple[Config | None, list[C
     errors that were there all along, only ones that fixing uncovers.
     """
     errors: list[ConfigError] = []
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            _from_pydantic(err, smap) for err in exc.errors() if not smap.is_broken(_loc(err))
-        ]
-    else:
-        return config, [
-            smap.error(loc, message)
-            for loc, message in semantic_errors(config)
-            if not smap.is_broken(loc)
-        ]
     cut: set[Loc] = set()
     for _ in range(_MAX_CUTS):
-        pruned, kept = _without(data, cut)
+        pruned, kept = _without(data, cut) if cut else (data, {})
         try:
-            partial = Config.model_validate(pruned)
+            config = Config.model_validate(pruned)
         except ValidationError as exc:
+            if not cut:  # the file as written: these are the structural errors to report
+                errors = [
+                    _from_pydantic(err, smap)
+                    for err in exc.errors()
+                    if not smap.is_broken(_loc(err))
+                ]
             more = {_cut_point(data, _original(_loc(err), kept), cut) for err in exc.errors()}
             if None in more or not more:
                 return None, errors  # something required at the top: no cross-checks
@@ -289,14 +284,12 @@ def _judge(data: dict[str, Any], smap: SourceMap) -> tuple[Config | None, list[C
             continue
         names = _names_cut(data, cut)
         holding_cut = {c[:end] for c in cut for end in range(len(c) + 1)}
-        for loc, message in semantic_errors(partial):
+        for loc, message in semantic_errors(config):
             where = _original(loc, kept)
-            if smap.is_broken(where) or where in holding_cut:
-                continue
-            if _about_cut(message, names):
+            if smap.is_broken(where) or where in holding_cut or _about_cut(message, names):
                 continue
             errors.append(smap.error(where, message))
-        return None, errors
+        return (None if cut else config), errors
     return None, errors
 
 

@@ -32,6 +32,7 @@ from failsight.probes.journey.untrusted import (
     names_in,
     parse_json,
     printable,
+    rendered,
     text_field,
     unsendable,
 )
@@ -348,12 +349,11 @@ class JourneyRun:
     ) -> tuple[int, str, Mapping[str, str], bytes]:
         """Send the step's request to `url` (its query included): the status, the HTTP
         version ("1.1"), the headers and the body of the response."""
-        try:
-            body = render(step.body, self.variables) if step.body is not None else None
-        except UnusableVariable as unusable:
-            raise CheckFailure(
-                Reason.EXTRACTION, f"{unusable} and cannot go in the JSON body"
-            ) from None
+        body = (
+            rendered(render, step.body, self.variables, "the JSON body")
+            if step.body is not None
+            else None
+        )
         try:
             response = await self.ctx.http.request(
                 step.method,

@@ -20,7 +20,7 @@ import re
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from failsight.core.redact import REDACTOR
 from failsight.core.results import CheckFailure, Reason
@@ -41,6 +41,9 @@ from failsight.probes.templating import (
     render_text,
     variables_in,
 )
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # The deepest nesting of arrays and objects a response may have. Deeper documents are refused
 # before parsing: the JSON parser, repr() and json.dumps() recurse once per level, and no API
@@ -188,13 +191,24 @@ def names_in(template: str) -> list[str]:
     return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
 
 
-def text_field(template: str, variables: Mapping[str, object], field: str) -> str:
-    """A template rendered as text for one field of the request; an object, array or null
-    is the step's `extraction` failure, naming the variable and the field."""
+def rendered(
+    how: Callable[[T, Mapping[str, object]], R],
+    template: T,
+    variables: Mapping[str, object],
+    where: str,
+) -> R:
+    """`how(template, variables)` (render, render_text, render_pattern); a variable whose value
+    cannot go where the template puts it (an object in a path, null in a regex) is the step's
+    `extraction` failure, naming the variable and `where`, never the value."""
     try:
-        return render_text(template, variables)
+        return how(template, variables)
     except UnusableVariable as unusable:
-        raise CheckFailure(Reason.EXTRACTION, f"{unusable} and cannot go in {field}") from None
+        raise CheckFailure(Reason.EXTRACTION, f"{unusable} and cannot go in {where}") from None
+
+
+def text_field(template: str, variables: Mapping[str, object], field: str) -> str:
+    """A template rendered as text for one field of the request."""
+    return rendered(render_text, template, variables, field)
 
 
 def unsendable(
@@ -254,20 +268,12 @@ def same(a: Any, b: Any) -> bool:
 _ORDERING = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 
 
-def _expected(template: Any, variables: Mapping[str, object], where: str) -> Any:
-    """An expected value with the run's variables in it (a lone `{{name}}` keeps its type)."""
-    try:
-        return render(template, variables)
-    except UnusableVariable as unusable:
-        raise CheckFailure(Reason.EXTRACTION, f"{unusable} and cannot go in {where}") from None
-
-
 def _number(bound: float | str, variables: Mapping[str, object], where: str) -> float:
     """A bound as a number: a literal one, or what its template gives, a number or numeric
     text; anything else is the step's `extraction` failure, naming the variables."""
     if not isinstance(bound, str):
         return bound
-    value = _expected(bound, variables, where)
+    value = rendered(render, bound, variables, where)
     number = as_number(value)
     if number is not None:
         return number
@@ -309,10 +315,9 @@ def _comparison(
 
 def _regex(template: str, variables: Mapping[str, object], where: str) -> re.Pattern[str]:
     """A regex with the run's variables in it as literal text (render_pattern)."""
+    pattern = rendered(render_pattern, template, variables, where)
     try:
-        return re.compile(render_pattern(template, variables))
-    except UnusableVariable as unusable:
-        raise CheckFailure(Reason.EXTRACTION, f"{unusable} and cannot go in {where}") from None
+        return re.compile(pattern)
     except re.error:  # cannot happen: the shape compiled at load, and values are literals
         names = ", ".join(names_in(template))
         raise CheckFailure(
@@ -336,15 +341,15 @@ def evaluate(
     where = f"{path} {group}"
     test: Callable[[Any], Mismatch | None]
     if group in ("equals", "until"):
-        expected = _expected(getattr(predicate, group), variables, where)
+        expected = rendered(render, getattr(predicate, group), variables, where)
         test = functools.partial(_equal, expected)
         wanted = show(expected)
     elif group == "not_equals":
-        expected = _expected(predicate.not_equals, variables, where)
+        expected = rendered(render, predicate.not_equals, variables, where)
         wanted = f"anything but {show(expected)}"
         test = functools.partial(_differs, expected, wanted)
     elif group == "one_of":
-        options = _expected(predicate.one_of, variables, where)
+        options = rendered(render, predicate.one_of, variables, where)
         wanted = f"one of {show(options)}"
         test = functools.partial(_among, options, wanted)
     elif group == "regex" and predicate.regex is not None:
