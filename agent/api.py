@@ -117,14 +117,24 @@ def _static_file(path: Path, content_type: str) -> Callable[[web.Request], Await
     return serve
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     agent = request.app[AGENT]
     if not agent.status.prometheus_enabled:
         return web.json_response({"error": "telemetry.prometheus is disabled"}, status=404)
     request.app[SCRAPES].count += 1
     # OpenMetrics (with exemplars) or the classic text format, as the scraper asks.
-    body, content_type = exposition(agent.metrics_registry, request.headers.get("Accept", ""))
-    return web.Response(body=body, headers={"Content-Type": content_type, "Vary": "Accept"})
+    # Rendered in slices with the event loop free between them, and written a piece at a time:
+    # a scrape of any size delays the probes' timers by a slice at most.
+    accept = request.headers.get("Accept", "")
+    chunks, content_type = await exposition(agent.metrics_sink, accept)
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Vary": "Accept"})
+    response.content_length = sum(len(chunk) for chunk in chunks)
+    await response.prepare(request)
+    if request.method != "HEAD":
+        for chunk in chunks:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -99,6 +99,14 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         (),
         "s",
     ),
+    MetricSpec(
+        "event_loop_lag_max_seconds",
+        _G,
+        "The longest the event loop was late waking a timer over the last 60 s (a sliding "
+        "window, not reset by a scrape): a stall between two scrapes still shows.",
+        (),
+        "s",
+    ),
 )
 
 CATALOGUE: dict[str, MetricSpec] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from failsight.agent.api import SCRAPES, Scrapes, build_app
 from failsight.agent.config import Config, SiteConfig, load_config
@@ -46,7 +46,7 @@ from failsight.agent.verdict import (
 )
 from failsight.agent.view import Hysteresis, SiteOpinion, SiteState, VantageView, ViewTracker
 from failsight.agent.yamlsource import ConfigInvalid
-from failsight.core.check import ProbeContext
+from failsight.core.check import Check, ProbeContext
 from failsight.core.http import new_session
 from failsight.core.results import Result
 from failsight.core.telemetry import MetricType, Sample
@@ -60,9 +60,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOOP_LAG_PERIOD = 0.5
-VERDICT_MIN_GAP = 0.02
+# At most ten judgements a second: each walks every site, view and latest result and publishes a
+# snapshot, which at hundreds of results a second was a tenth of the agent's CPU (judging at
+# 50 Hz); a tenth of a second is nothing beside the seconds that detection takes.
+VERDICT_MIN_GAP = 0.1
 OTLP_CLOSE_TIMEOUT = 5.0
 CLEANUP_RETRY_PERIOD = 30.0
+SETTLE_AFTER_RELOAD = 2.0  # seconds after the last reload: the heap is settled again
+WARM_UP_CAP = 300.0  # the longest wait for every check's first result before settling again
+WARM_UP_POLL = 1.0
 
 
 class Agent:
@@ -105,6 +111,9 @@ class Agent:
         self.judged_views: list[VantageView] = []
         self.scheduler: Scheduler | None = None
         self.loop_lag = 0.0
+        # (when, lag) of each wake-up of the last `loop_lag_window` seconds (monotonic clock).
+        self.loop_lag_window = 60.0
+        self._loop_lags: list[tuple[float, float]] = []
         self._scrapes: Scrapes | None = None  # the API's count of /metrics answers
         self.port: int | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -113,6 +122,7 @@ class Agent:
         self._peer_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
+        self._settling: asyncio.Task[None] | None = None
         # The API serves only published snapshots: one exists, verdicts judged, from the start.
         self.status: Status
         self.refresh_verdicts()
@@ -146,11 +156,12 @@ class Agent:
                     # Before announcing ourselves: a supervisor may signal us right after.
                     self._install_signals(loop)
                 log.info("listening on http://%s:%s", self.config.agent.listen_host, self.port)
+                checks = plan_checks(self.config)
+                settle_heap()
+                self._settle_after(0.0, checks, thaw=False)
                 async with asyncio.TaskGroup() as tg:
                     scheduler = tg.create_task(
-                        self.scheduler.run(
-                            plan_checks(self.config), grace=self.config.agent.shutdown_grace
-                        )
+                        self.scheduler.run(checks, grace=self.config.agent.shutdown_grace)
                     )
                     self._tg = tg
                     watchers = [
@@ -173,6 +184,8 @@ class Agent:
                 if self.otlp is not None:
                     await asyncio.to_thread(self.otlp.close, OTLP_CLOSE_TIMEOUT)
             finally:
+                if self._settling is not None:
+                    self._settling.cancel()
                 if install_signals:
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                         loop.remove_signal_handler(sig)
@@ -238,8 +251,31 @@ class Agent:
         if new.agent.listen != self.config.agent.listen:
             log.warning("agent.listen changed; it takes effect only after a restart")
         self.apply(new)
+        # Once the reloads stop: a SIGHUP storm pays for one full collection, not one each.
+        self._settle_after(SETTLE_AFTER_RELOAD, self.scheduler.checks, thaw=True)
         log.info("config reloaded from %s", " + ".join(self.config_paths))
         return True
+
+    def _settle_after(self, delay: float, checks: Sequence[Check], *, thaw: bool) -> None:
+        """Settle the heap `delay` seconds from now (thawing first after a reload), and again,
+        without a thaw, once every check has a result (or after WARM_UP_CAP): the series and
+        state the first results create live as long as the config does."""
+        names = {c.name for c in checks}
+
+        async def settle() -> None:
+            if delay:
+                await asyncio.sleep(delay)
+                settle_heap(thaw=thaw)
+            # Polled: one comparison a second, for a few intervals after start or a reload.
+            for _ in range(int(WARM_UP_CAP / WARM_UP_POLL)):
+                if names <= self.views.latest.keys():
+                    break
+                await asyncio.sleep(WARM_UP_POLL)
+            settle_heap(thaw=False)
+
+        if self._settling is not None:
+            self._settling.cancel()
+        self._settling = asyncio.create_task(settle())
 
     def apply(self, new: Config) -> None:
         assert self.scheduler is not None
@@ -273,8 +309,9 @@ class Agent:
         return self.scheduler is not None and self.scheduler.running
 
     @property
-    def metrics_registry(self) -> CollectorRegistry:
-        return self.prometheus.registry
+    def metrics_sink(self) -> PrometheusSink:
+        # The sink renders /metrics itself (agent/prometheus.py): no prometheus_client registry.
+        return self.prometheus
 
     @property
     def scrapes(self) -> int:
@@ -439,7 +476,7 @@ class Agent:
 
     async def _verdict_loop(self) -> None:
         # The API serves the verdicts judged here: on every new result, peer view or control
-        # action (within milliseconds), and at least every second so that staleness and
+        # action (within VERDICT_MIN_GAP), and at least every second so that staleness and
         # `since` stay current when nothing happens.
         announced: dict[str, Verdict] = {}
         while True:
@@ -497,7 +534,13 @@ class Agent:
         while True:
             start = time.monotonic()
             await asyncio.sleep(LOOP_LAG_PERIOD)
-            self.loop_lag = max(0.0, time.monotonic() - start - LOOP_LAG_PERIOD)
+            now = time.monotonic()
+            self.loop_lag = max(0.0, now - start - LOOP_LAG_PERIOD)
+            # The lags of the last window, for their maximum: kept by time, not reset by a
+            # scrape, so two Prometheus servers scraping this agent read the same value.
+            since = now - self.loop_lag_window
+            self._loop_lags = [(t, lag) for t, lag in self._loop_lags if t >= since]
+            self._loop_lags.append((now, self.loop_lag))
 
     def latest_results(self) -> dict[str, Result]:
         return dict(self.views.latest)
@@ -511,6 +554,9 @@ class Agent:
 
         yield s("agent_info", 1.0, __version__)
         yield s("event_loop_lag_seconds", self.loop_lag)
+        since = time.monotonic() - self.loop_lag_window
+        lags = (lag for t, lag in self._loop_lags if t >= since)
+        yield s("event_loop_lag_max_seconds", max(lags, default=0.0))
         yield s("vantage_impaired", 1.0 if self.impaired else 0.0)
         for site, view in self.views.snapshot().items():
             yield s("site_view_down", 1.0 if view.state is SiteState.DOWN else 0.0, site)
@@ -563,6 +609,24 @@ class _LogSink:
 
     def handle(self, result: Result) -> None:
         log_result(result)
+
+
+def settle_heap(*, thaw: bool = True) -> None:
+    """Put everything alive now (modules, config, checks, the API) out of the cyclic
+    collector's reach, so that a full collection walks only what runs create.
+
+    Start-up leaves a few hundred thousand long-lived objects behind; without this, every full
+    collection walks all of them and stalls the event loop for 40-60 ms (bench/capacity.py),
+    which lands on whatever step is being timed. Frozen objects are still freed by reference
+    counting; only cycles among them would stay, so after a reload the heap is thawed and
+    collected once (one such pause per reload, none per run) before the new config's objects
+    are frozen. Without `thaw`, only what is not frozen yet is collected (a pause as short as
+    a run's own collections) and what survives is frozen with the rest.
+    """
+    if thaw:
+        gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _bound_port(site: GuardedSite) -> int:

@@ -25,7 +25,7 @@ from failsight.agent.view import VantageView
 from failsight.core.results import Result
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from failsight.agent.prometheus import PrometheusSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +74,14 @@ class Status:
 
 
 class StatusSource(Protocol):
-    """What the API needs of the agent: the latest snapshot, the Prometheus registry to render,
+    """What the API needs of the agent: the latest snapshot, the sink that renders /metrics,
     and the operator's one action (POST/DELETE only), after which the agent republishes."""
 
     @property
     def status(self) -> Status: ...
 
     @property
-    def metrics_registry(self) -> CollectorRegistry: ...
+    def metrics_sink(self) -> PrometheusSink: ...
 
     def control_action(
         self,

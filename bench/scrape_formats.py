@@ -8,13 +8,17 @@ A PrometheusSink (agent/prometheus.py) is fed synthetic journey Results through 
 `ttfb`, `body`), an HTTP status per step, and the run's trace and span ids (the exemplars).
 Reported: samples and bytes per journey and site, in total and for the two families this
 release added (`failsight_step_phase_duration_seconds`, `failsight_step_http_status_code`), and
-the render time of `exposition()` for a classic and an OpenMetrics scraper, alternated in the
-same run (pinned to one core when there are two): medians with min-max.
+the render time for a classic and an OpenMetrics scraper, alternated in the same run (pinned to
+one core when there are two): medians with min-max. Rendered both by the agent (agent/prometheus.py,
+whole, not sliced) and by prometheus_client's generate_latest over the collector the agent used
+before it wrote the text itself (tests/fixtures/prometheus_reference.py), which also gives the
+baseline without the phase and status families.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import random
@@ -22,7 +26,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
@@ -31,6 +35,11 @@ from prometheus_client.registry import Collector
 from bench.blackbox import PROBER_CPU, two_cores, write_summary
 from failsight.agent.prometheus import PrometheusSink, exposition
 from failsight.core.results import Result, StepResult
+from tests.fixtures.prometheus_reference import (
+    ReferenceCollector,
+    reference_registry,
+    reference_render,
+)
 
 STEPS = ("submit-order", "allocate", "pick", "ship", "invoice")
 OPENMETRICS = "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
@@ -82,7 +91,7 @@ class WithoutNewFamilies(Collector):
 
     def collect(self) -> Iterator[Metric]:
         names = {n.decode().removeprefix("failsight_") for n in NEW_FAMILIES}
-        for family in self.sink.collect():
+        for family in ReferenceCollector(self.sink).collect():
             if family.name.removeprefix("failsight_") not in names:
                 yield family
 
@@ -109,8 +118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for s in range(args.sites):
             for _ in range(4):
                 sink.handle(journey_result(f"journey-{j:04d}", f"site-{s}", rng))
-    classic, classic_type = exposition(sink.registry, "")
-    om, om_type = exposition(sink.registry, OPENMETRICS)
+    classic_chunks, classic_type = asyncio.run(exposition(sink, ""))
+    om_chunks, om_type = asyncio.run(exposition(sink, OPENMETRICS))
+    classic, om = b"".join(classic_chunks), b"".join(om_chunks)
     assert classic_type.startswith("text/plain") and om_type.startswith("application/openm")
     pairs = args.journeys * args.sites
     lines = samples(classic)
@@ -129,17 +139,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     gc.collect()
     baseline = CollectorRegistry(auto_describe=False)
     baseline.register(WithoutNewFamilies(sink))
-    runs = (
-        ("baseline", baseline, ""),  # classic, without the phase and status families
-        ("classic", sink.registry, ""),
-        ("openmetrics", sink.registry, OPENMETRICS),
+    registry = reference_registry(sink)
+    runs: tuple[tuple[str, Callable[[], bytes]], ...] = (
+        # classic, without the phase and status families
+        ("baseline", lambda: reference_render(baseline, False)),
+        ("classic", lambda: reference_render(registry, False)),
+        ("openmetrics", lambda: reference_render(registry, True)),
+        ("agent classic", lambda: sink.render(False)),
+        ("agent openmetrics", lambda: sink.render(True)),
     )
-    times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
     # Alternate them, so background load on the shared machine falls on all alike.
     for _ in range(args.renders):
-        for name, registry, accept in runs:
+        for name, render in runs:
             t = time.perf_counter()
-            exposition(registry, accept)
+            render()
             times[name].append(time.perf_counter() - t)
     figures = []
     for name, ts in times.items():
@@ -148,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         text = (
             f"median {median:.1f} ms (min {ts[0] * 1000:.1f}, max {ts[-1] * 1000:.1f}, n={len(ts)})"
         )
-        print(f"{name:12} render: {text}")
+        print(f"{name:17} render: {text}")
         figures.append(
             {
                 "bench": "scrape_formats",
@@ -161,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"same run: classic with the new families / baseline "
         f"{median['classic'] / median['baseline']:.2f}x; OpenMetrics with exemplars / classic "
-        f"{median['openmetrics'] / median['classic']:.2f}x"
+        f"{median['openmetrics'] / median['classic']:.2f}x (prometheus_client); the agent's own "
+        f"render, classic {median['classic'] / median['agent classic']:.0f}x and OpenMetrics "
+        f"{median['openmetrics'] / median['agent openmetrics']:.0f}x quicker than it"
     )
     write_summary(args.summary_json, figures)
 

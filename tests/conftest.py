@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Generator
 
@@ -27,6 +28,14 @@ def pytest_runtest_makereport(
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped tests are not allowed in this suite: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _heap_thawed() -> Generator[None, None, None]:
+    # A running agent freezes the heap (agent/runtime.py settle_heap): in the test process
+    # that would keep one test's cyclic garbage out of every later collection.
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ HTTP status per step, from crafted results and from a real agent scraping over r
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import subprocess
@@ -97,8 +98,8 @@ def _result(
 
 
 def _scrape(sink: PrometheusSink, accept: str) -> tuple[str, str]:
-    body, content_type = exposition(sink.registry, accept)
-    return body.decode(), content_type
+    chunks, content_type = asyncio.run(exposition(sink, accept))
+    return b"".join(chunks).decode(), content_type
 
 
 def _samples(families: Iterable[Any], name: str) -> list[ParsedSample]:
