@@ -2,6 +2,9 @@
 
 Run: `.venv/bin/python -m bench.journeys` (or `make bench`). Prints a table; nothing is asserted.
 The agent side is pinned to CPU 0 and the target to CPU 1 when the machine has two cores.
+The timing error at 200 concurrent journeys is measured `--timing-runs` times (5), each run in a
+fresh process; with `--baseline-tree DIR` the code in DIR (the code before a change, run with
+this venv) takes turns with this tree's in the same run. `--timing-only` skips the rest.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,10 +178,69 @@ async def footprint(url: str, journeys: int, seconds: float) -> dict[str, float]
     return {"rss_start_mb": before, "rss_mid_mb": middle, "rss_end_mb": after, "runs": float(runs)}
 
 
+TIMING_GOAL_MS = 2.0
+ROOT = Path(__file__).resolve().parent.parent
+
+# One timing-error run in a fresh process of a given tree: the tree's own `timing_error`, so a
+# baseline tree is measured by the harness it shipped with.
+_TIMING_CHILD = (
+    "import json, sys\n"
+    "from bench.journeys import timing_error\n"
+    "from failsight.agent.cli import run_async\n"
+    "url, n, delay, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])\n"
+    "print(json.dumps(run_async(timing_error(url, n, delay, seconds))))\n"
+)
+
+
+def timing_run(url: str, journeys: int, seconds: float, tree: Path) -> dict[str, float]:
+    """`timing_error` with 100 ms injected, in a child running the code in `tree` (pinned as
+    this process is: the child inherits the affinity)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _TIMING_CHILD, url, str(journeys), "100", str(seconds)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+    )
+    row: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return row
+
+
+def timing_runs(url: str, journeys: int, seconds: float, runs: int, baseline: Path | None) -> None:
+    """The timing-error figure over `runs` runs: each run's p99 and how many meet the goal;
+    with a baseline tree, its run and this tree's take turns (first one, then the other)."""
+    trees = {"this tree": ROOT, **({f"baseline {baseline}": baseline} if baseline else {})}
+    p99s: dict[str, list[float]] = {name: [] for name in trees}
+    for i in range(runs):
+        order = list(trees.items())
+        if i % 2:
+            order.reverse()
+        for name, tree in order:
+            t = timing_run(url, journeys, seconds, tree)
+            p99s[name].append(t["p99_ms"])
+            print(
+                f"  run {i + 1}/{runs} {name}: timing error p50 {t['p50_ms']:.2f} ms, p99 "
+                f"{t['p99_ms']:.2f} ms over {t['samples']:.0f} steps; agent CPU "
+                f"{t['cpu_share'] * 100:.0f}% of a core",
+                flush=True,
+            )
+    for name, values in p99s.items():
+        met = sum(v <= TIMING_GOAL_MS for v in values)
+        print(
+            f"timing error p99, {journeys} concurrent journeys, {name}: "
+            f"{' '.join(f'{v:.2f}' for v in values)} ms; median {statistics.median(values):.2f}; "
+            f"<= {TIMING_GOAL_MS:g} ms in {met} of {len(values)} runs"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--timing-runs", type=int, default=5, help="runs of the 200-journey error")
+    p.add_argument("--timing-only", action="store_true", help="only the timing-error runs")
+    p.add_argument("--baseline-tree", type=Path, metavar="DIR", help="also time the code in DIR")
     p.add_argument("--footprint-seconds", type=float, default=30.0)
     p.add_argument("--footprint-only", dest="only_footprint", action="store_true")
     p.add_argument("--url", help="with --footprint-only: the running target")
@@ -186,9 +251,13 @@ def main() -> None:
     two_cores = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
     if two_cores:
         os.sched_setaffinity(0, {0})
+    baseline = args.baseline_tree.resolve() if args.baseline_tree else None
     with Target(cpu=1 if two_cores else None) as url:
         time.sleep(0.5)
         print(f"target {url}; agent pinned to one core: {two_cores}")
+        if args.timing_only:
+            timing_runs(url, 200, args.seconds, args.timing_runs, baseline)
+            return
         for keepalive in (True, False):
             rows = [
                 run_async(throughput(url, args.seconds, 50, keepalive)) for _ in range(args.repeat)
@@ -215,7 +284,8 @@ def main() -> None:
                 f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
             )
         redaction(url, args.seconds, args.repeat)
-        for n in (50, 200, 1000):
+        timing_runs(url, 200, args.seconds, args.timing_runs, baseline)
+        for n in (50, 1000):
             t = run_async(timing_error(url, n, 100, args.seconds))
             print(
                 f"timing error, {n} concurrent journeys (100 ms injected per step): "

@@ -46,11 +46,15 @@ RATE_HZ = 250
 AREAS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("logging (per-run JSON line)", re.compile(r"logging/|agent/logs\.py|_LogSink")),
     ("json encode/decode", re.compile(r"json/")),
+    # The render's functions first: the rest of agent/prometheus.py is the sink's `handle`.
+    (
+        "/metrics render",
+        re.compile(r"prometheus_client/|_render|render_sliced|_histogram_lines|_gauge_text"),
+    ),
     ("prometheus sink (handle)", re.compile(r"agent/prometheus\.py|agent/metrics\.py")),
     ("view tracker", re.compile(r"agent/view\.py")),
     ("verdict loop", re.compile(r"agent/verdict\.py")),
-    ("/metrics render", re.compile(r"prometheus_client/")),
-    ("phase-timing trace callbacks", re.compile(r"probes/http\.py.*(_mark|_span|on_)")),
+    ("phase timing (core/http.py)", re.compile(r"core/http\.py")),
     ("aiohttp tracing plumbing", re.compile(r"aiohttp/tracing\.py")),
     ("templating / json paths", re.compile(r"probes/templating\.py|jsonpath")),
     ("ids (secrets/random)", re.compile(r"secrets\.py|random\.py|new_run_id|new_span_id")),
@@ -205,17 +209,6 @@ def profile_agent(url: str, seconds: float, keepalive: bool, out: Path) -> Path:
 # -- candidate fixes, monkeypatched into a throughput child or a `failsight run` ---------------
 
 
-def _install_session(factory: Callable[..., object]) -> None:
-    """Every importer of failsight.core.http.new_session gets the patched factory."""
-    import bench.journeys
-    import failsight.agent.runtime
-    from failsight.core import http
-
-    http.new_session = factory  # type: ignore[assignment]
-    bench.journeys.new_session = factory  # type: ignore[attr-defined]
-    failsight.agent.runtime.new_session = factory  # type: ignore[attr-defined]
-
-
 def _patch_quiet_logs() -> None:
     """The per-run line only for runs that did not succeed, unless the level is debug: a
     success at 200 runs/s is 200 JSON lines/s nobody reads (failures stay at warning)."""
@@ -235,48 +228,18 @@ def _patch_quiet_logs() -> None:
     failsight.agent.runtime._LogSink.handle = handle  # type: ignore[method-assign]
 
 
-def _patch_no_trace() -> None:
-    """Upper bound of what the phase timings cost: the session without its TraceConfig."""
-    import aiohttp
+def _patch_no_phases() -> None:
+    """Upper bound of what the phase timings cost: the journey's requests sent without
+    `timed_request` (no phases but `body`; the session's connector and request class then
+    find no phases dict and time nothing)."""
+    from typing import Any
 
-    from failsight.core import http
+    from failsight.probes.journey import run
 
-    original = http.new_session
+    def untimed(session: Any, method: str, url: Any, _phases: Any, **kwargs: Any) -> Any:
+        return session.request(method, url, **kwargs)
 
-    def new_session(*, limit: int = 0, keepalive: bool = True) -> aiohttp.ClientSession:
-        session = original(limit=limit, keepalive=keepalive)
-        session._trace_configs = []
-        return session
-
-    _install_session(new_session)
-
-
-def _patch_lean_trace() -> None:
-    """Keep only the connection-creation and DNS hooks (the phases a fresh connection has);
-    send and ttfb would be two perf_counter readings around `session.request` in the probe
-    itself, which costs nothing measurable and is left out of this patch."""
-    import aiohttp
-
-    from failsight.core import http
-
-    original = http.new_session
-
-    def new_session(*, limit: int = 0, keepalive: bool = True) -> aiohttp.ClientSession:
-        session = original(limit=limit, keepalive=keepalive)
-        full = session._trace_configs[0]
-        lean = aiohttp.TraceConfig()
-        for signal in (
-            "on_dns_resolvehost_start",
-            "on_dns_resolvehost_end",
-            "on_connection_create_start",
-            "on_connection_create_end",
-        ):
-            getattr(lean, signal).extend(getattr(full, signal))
-        lean.freeze()
-        session._trace_configs = [lean]
-        return session
-
-    _install_session(new_session)
+    run.timed_request = untimed  # type: ignore[assignment]
 
 
 def _patch_fast_ids() -> None:
@@ -302,8 +265,7 @@ def _patch_fast_ids() -> None:
 
 PATCHES: dict[str, tuple[str, Callable[[], None]]] = {
     "quiet-logs": ("per-run log line for failures only (agent path)", _patch_quiet_logs),
-    "no-trace": ("phase-timing TraceConfig removed (upper bound of its cost)", _patch_no_trace),
-    "lean-trace": ("only the DNS and connect trace hooks", _patch_lean_trace),
+    "no-phases": ("HTTP phase timing off (upper bound of its cost)", _patch_no_phases),
     "fast-ids": ("ids from random.getrandbits, not secrets", _patch_fast_ids),
 }
 
@@ -393,12 +355,12 @@ def profiles(url: str, seconds: float, top: int, out: Path) -> list[dict[str, st
     return rows
 
 
-THROUGHPUT_CANDIDATES = ("no-trace", "lean-trace", "fast-ids")
+THROUGHPUT_CANDIDATES = ("no-phases", "fast-ids")
 AGENT_COMBOS: tuple[tuple[str, ...], ...] = (
     (),
     ("quiet-logs",),
-    ("lean-trace",),
-    ("quiet-logs", "lean-trace"),
+    ("no-phases",),
+    ("quiet-logs", "no-phases"),
 )
 
 

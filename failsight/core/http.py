@@ -8,10 +8,13 @@ import functools
 import socket
 import ssl
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from yarl import URL
 
 from failsight.core.results import CheckFailure, Reason
 from failsight.core.version import __version__
@@ -50,76 +53,114 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     return Reason.INTERNAL, f"{type(exc).__name__}: {exc}"
 
 
-def _phases_of(ctx: SimpleNamespace) -> dict[str, float] | None:
-    phases = ctx.trace_request_ctx
-    return phases if isinstance(phases, dict) else None
+# The phases dict of the request this task is sending (None: nobody is timing it). The
+# connector, the resolver, the TLS object and the request class below write into it: they run
+# in the sending task or, for the DNS lookup and the TLS handshake, in tasks and transport
+# callbacks started from it, which run in a copy of its context and so see the same dict.
+_PHASES: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "failsight_request_phases", default=None
+)
 
 
-async def _mark(name: str, ctx: SimpleNamespace) -> None:
-    phases = _phases_of(ctx)
-    if phases is not None:
-        phases["_" + name] = time.perf_counter()
+async def timed_request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    phases: dict[str, float],
+    **kwargs: Any,
+) -> aiohttp.ClientResponse:
+    """`session.request(method, url, **kwargs)`, its phases written into `phases`.
 
+    dns, connect (TCP) and tls (over an `ssl_context`) are only present for a new connection
+    of a `new_session()` session; `send` is from the start of the request to its headers
+    handed to the transport, less dns, connect and tls; `ttfb` from there to the response
+    headers (present once the request got that far); the caller adds `body`.
 
-async def _span(start: str, phase: str, ctx: SimpleNamespace) -> None:
-    phases = _phases_of(ctx)
-    if phases is not None and "_" + start in phases:
-        phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - phases["_" + start]
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    """Phase timings, written into the dict passed as `trace_request_ctx`.
-
-    dns, connect (TCP) and tls (over an `ssl_context`) are only present for a new
-    connection; `ttfb` is from the end of sending the request to the
-    response headers; the caller adds `body`.
+    The timestamps are taken where aiohttp does the work (the session's connector, resolver
+    and request class) rather than by aiohttp's TraceConfig signals: a TraceConfig makes
+    every request build a trace context and await a coroutine per signal, phases wanted or
+    not, which cost 10-14% of the agent's CPU per step (docs/performance.md).
     """
-    tc = aiohttp.TraceConfig()
-
-    async def on_request_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _mark("request", ctx)
-        _HANDSHAKE_PHASES.set(_phases_of(ctx))
-
-    async def on_dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _mark("dns", ctx)
-
-    async def on_dns_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _span("dns", "dns", ctx)
-
-    async def on_conn_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _mark("connect", ctx)
-
-    async def on_conn_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _span("connect", "connect", ctx)
-        phases = _phases_of(ctx)
-        if phases is not None:
-            # Connection creation includes DNS resolution and, over an `ssl_context`, the
-            # TLS handshake in aiohttp: report them apart.
-            phases["connect"] = max(0.0, phases["connect"] - phases.get("dns", 0.0))
-            if "_tls" in phases:
-                phases["tls"] = phases.pop("_tls")
-                phases["connect"] = max(0.0, phases["connect"] - phases["tls"])
-
-    async def on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _mark("sent", ctx)
-        await _span("request", "send", ctx)
-        phases = _phases_of(ctx)
-        if phases is not None:
+    token = _PHASES.set(phases)
+    began = time.perf_counter()
+    try:
+        response = await session.request(method, url, **kwargs)
+    finally:
+        _PHASES.reset(token)
+        sent = phases.pop("_sent", None)
+        if sent is not None:
             phases["send"] = max(
-                0.0, phases["send"] - phases.get("dns", 0.0) - phases.get("connect", 0.0)
+                0.0,
+                sent
+                - began
+                - phases.get("dns", 0.0)
+                - phases.get("connect", 0.0)
+                - phases.get("tls", 0.0),
             )
+    if sent is not None:
+        phases["ttfb"] = time.perf_counter() - sent
+    return response
 
-    async def on_request_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        await _span("sent", "ttfb", ctx)
 
-    tc.on_request_start.append(on_request_start)
-    tc.on_dns_resolvehost_start.append(on_dns_start)
-    tc.on_dns_resolvehost_end.append(on_dns_end)
-    tc.on_connection_create_start.append(on_conn_start)
-    tc.on_connection_create_end.append(on_conn_end)
-    tc.on_request_headers_sent.append(on_headers_sent)
-    tc.on_request_end.append(on_request_end)
-    return tc
+class _TimedResolver(AbstractResolver):
+    """The connector's resolver, timing each lookup it makes into the request's `dns` phase
+    (a DNS cache hit, or a literal IP address, makes none: no `dns` phase)."""
+
+    def __init__(self, inner: AbstractResolver) -> None:
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        began = time.perf_counter()
+        found = await self._inner.resolve(host, port, family)
+        phases = _PHASES.get()
+        if phases is not None:
+            phases["dns"] = phases.get("dns", 0.0) + time.perf_counter() - began
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _TimedConnector(aiohttp.TCPConnector):
+    """Times each new connection into the request's `connect` phase; aiohttp creates it
+    with the DNS lookup and, over TLS, the handshake inside, which are reported apart."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Wrapped rather than passed as `resolver=`: the connector still owns (and closes) it.
+        self._resolver = _TimedResolver(self._resolver)
+
+    async def _create_connection(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> ResponseHandler:
+        phases = _PHASES.get()
+        if phases is None:
+            return await super()._create_connection(req, traces, timeout)
+        began = time.perf_counter()
+        protocol = await super()._create_connection(req, traces, timeout)
+        connect = time.perf_counter() - began - phases.get("dns", 0.0)
+        if "_tls" in phases:
+            phases["tls"] = phases.pop("_tls")
+            connect -= phases["tls"]
+        phases["connect"] = max(0.0, connect)
+        return protocol
+
+
+class _TimedRequest(aiohttp.ClientRequest):
+    """Notes when the request's headers (and, unless aiohttp writes a body in a task of its
+    own, its body) are handed to the transport: the end of `send`, the start of `ttfb`."""
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        response = await super().send(conn)
+        phases = _PHASES.get()
+        if phases is not None:
+            phases["_sent"] = time.perf_counter()
+        return response
 
 
 def public_phases(phases: dict[str, float]) -> dict[str, float]:
@@ -133,7 +174,7 @@ def new_session(*, limit: int = 0, keepalive: bool = True) -> aiohttp.ClientSess
     TLS is verified against the system store by default; per-site trust comes as an SSLContext
     on each request. No cookie jar: synthetic runs must not leak state into each other.
     """
-    connector = aiohttp.TCPConnector(
+    connector = _TimedConnector(
         limit=limit,
         ttl_dns_cache=10,
         force_close=not keepalive,
@@ -143,7 +184,7 @@ def new_session(*, limit: int = 0, keepalive: bool = True) -> aiohttp.ClientSess
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": USER_AGENT},
-        trace_configs=[_trace_config()],
+        request_class=_TimedRequest,
         raise_for_status=False,
         auto_decompress=True,
     )
@@ -170,17 +211,9 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-# The phases dict of the request being sent, for the TLS handshake of the connection it opens:
-# the transport's callbacks (where `do_handshake` runs) run in a copy of the context of the
-# task that opened it, so they see what `on_request_start` set there.
-_HANDSHAKE_PHASES: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
-    "failsight_handshake_phases", default=None
-)
-
-
 class _TimedSSLObject(ssl.SSLObject):
     """An SSLObject that times its handshake into the opening request's phases (`_tls`).
-    aiohttp times TCP connect and TLS handshake as one "connection create"; `on_conn_end`
+    aiohttp times TCP connect and TLS handshake as one "connection create"; `_TimedConnector`
     then reports them apart. The first `do_handshake` call is made as soon as TCP is connected
     (it sends the ClientHello); the one that returns without SSLWantRead ends the handshake."""
 
@@ -190,7 +223,7 @@ class _TimedSSLObject(ssl.SSLObject):
         if self.handshake_began is None:
             self.handshake_began = time.perf_counter()
         super().do_handshake()
-        phases = _HANDSHAKE_PHASES.get()
+        phases = _PHASES.get()
         if phases is not None:
             phases["_tls"] = time.perf_counter() - self.handshake_began
 

@@ -16,7 +16,7 @@ from yarl import URL
 
 from failsight.core.check import ProbeContext, RunJournal, new_span_id
 from failsight.core.configtypes import Secret
-from failsight.core.http import classify, public_phases, read_bounded
+from failsight.core.http import classify, public_phases, read_bounded, timed_request
 from failsight.core.redact import redact, scrub_url
 from failsight.core.results import CheckFailure, Reason, StepResult
 from failsight.probes.journey.config import JourneyConfig, Step, step_templates
@@ -355,14 +355,15 @@ class JourneyRun:
             else None
         )
         try:
-            response = await self.ctx.http.request(
+            response = await timed_request(
+                self.ctx.http,
                 step.method,
                 url,
+                phases,
                 headers=headers,
                 json=body,
                 ssl=self.check.ssl,
                 allow_redirects=False,
-                trace_request_ctx=phases,
             )
         except (aiohttp.InvalidURL, ValueError, TypeError, RecursionError) as exc:
             # aiohttp or yarl refused to build or send the request. When values from the

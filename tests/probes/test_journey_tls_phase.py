@@ -78,6 +78,7 @@ def test_the_handshake_is_its_own_phase_only_on_a_new_connection(
     # Taken out of connect, not counted twice (aiohttp times the two as one connect).
     assert first["tls"] >= HANDSHAKE_DELAY
     assert first["connect"] < HANDSHAKE_DELAY
+    assert first["send"] < HANDSHAKE_DELAY  # nor counted in `send`
     assert "tls" not in second and "connect" not in second, second
 
 
