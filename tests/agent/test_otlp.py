@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -1349,3 +1350,282 @@ def test_configure_logging_replaces_its_handler(capsys: pytest.CaptureFixture[st
             if h not in before[0]:
                 root.removeHandler(h)
         root.setLevel(before[1])
+
+
+# -- what is built off the event loop is what the SDK would have built -------------------------
+
+
+def _varied_results() -> list[Result]:
+    """Results covering the span and log shapes: passed and failed journeys (a skipped step,
+    a cleanup step, a URL with credentials), a step that got no response after re-sends with a
+    method the conventions do not know, and a kind with one span and no site."""
+    odd = journey_result(ok=False)
+    first = dataclasses.replace(
+        odd.steps[0],
+        method="purge",
+        status=None,
+        ok=False,
+        reason=Reason.CONNECT,
+        message="connection refused",
+        error_type="aiohttp.client_exceptions.ClientConnectorError",
+        attempts=3,
+        url="http://[::1]:8080/x?token=abc",
+    )
+    odd = dataclasses.replace(odd, steps=(first, *odd.steps[1:]))
+    # Every step with its span id ("ship" has none: it would get a fresh random one).
+    journeys = [
+        dataclasses.replace(
+            r,
+            steps=tuple(
+                dataclasses.replace(s, span_id=s.span_id or new_span_id()) for s in r.steps
+            ),
+        )
+        for r in (journey_result(), journey_result(ok=False), odd)
+    ]
+    return [*journeys, replication_result(0.25)]
+
+
+def _sdk_requests(results: list[Result]) -> tuple[Any, Any]:
+    """The trace and log requests the OpenTelemetry SDK's own encoders make of the runs'
+    spans and log records (ReadableSpan, SDK LogRecord): the reference for ours."""
+    from opentelemetry import trace as trace_api
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import LogRecordExportResult, SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, Status, TraceFlags
+
+    from failsight.agent.otlp import _hex_id, _log_parts, _span_parts
+
+    resource = Resource.create(dict(RESOURCE))
+    scope = InstrumentationScope("failsight", RESOURCE["service.version"])
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+    spans = []
+    records: list[Any] = []
+
+    class Keep:
+        def export(self, batch: Any) -> LogRecordExportResult:
+            records.extend(batch)
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(Keep()))  # type: ignore[arg-type]
+    logger = provider.get_logger("failsight.run", RESOURCE["service.version"])
+    for result in results:
+        trace_id, root_id = _hex_id(result.trace_id, 32), _hex_id(result.span_id, 16)
+        root = SpanContext(trace_id, root_id, False, sampled)
+        for part in _span_parts(result, root_id):
+            spans.append(
+                ReadableSpan(
+                    name=part.name,
+                    context=SpanContext(trace_id, part.span_id, False, sampled),
+                    parent=None if part.parent_id is None else root,
+                    resource=resource,
+                    attributes=part.attributes,
+                    kind=part.kind,
+                    status=Status(part.status, part.description),
+                    start_time=part.start,
+                    end_time=part.end,
+                    instrumentation_scope=scope,
+                )
+            )
+        body, attrs = _log_parts(result)
+        logger.emit(
+            LogRecord(
+                timestamp=int((result.started_at + result.duration) * 1e9),
+                observed_timestamp=1234,
+                context=trace_api.set_span_in_context(trace_api.NonRecordingSpan(root)),
+                severity_number=SeverityNumber.INFO if result.ok else SeverityNumber.WARN,
+                severity_text="INFO" if result.ok else "WARN",
+                body=body,
+                attributes=attrs,
+            )
+        )
+    return encode_spans(spans), encode_logs(records)
+
+
+def test_spans_and_log_records_are_encoded_as_the_sdk_encodes_them() -> None:
+    """The exporter threads write the OTLP requests themselves: parsed, each is the message
+    the SDK's encoders make of the same spans and log records, field for field."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.resources import Resource
+
+    from failsight.agent.otlp import (
+        _encode_resource,
+        _Encoder,
+        _hex_id,
+        _log_items,
+        _Run,
+        _scope_bytes,
+        _span_count,
+        _span_items,
+    )
+
+    results = _varied_results()
+    version = RESOURCE["service.version"]
+    resource = _encode_resource(Resource.create(dict(RESOURCE)))
+    spans = _Encoder(resource, _scope_bytes("failsight", version), _span_items)
+    logs = _Encoder(resource, _scope_bytes("failsight.run", version), _log_items)
+
+    def run(result: Result, items: int) -> _Run:
+        ids = _hex_id(result.trace_id, 32), _hex_id(result.span_id, 16)
+        return _Run(result, *ids, 1234, items)
+
+    ours_spans = ExportTraceServiceRequest.FromString(
+        spans.encode([run(r, _span_count(r)) for r in results])
+    )
+    ours_logs = ExportLogsServiceRequest.FromString(logs.encode([run(r, 1) for r in results]))
+    # The replication run has no trace id: a fresh random one each time, compared apart.
+    journeys = results[:3]
+    sdk_spans, sdk_logs = _sdk_requests(journeys)
+    tail = len(ours_spans.resource_spans[0].scope_spans[0].spans) - 1
+    assert _span_count(results[3]) == 1
+    lone = ours_spans.resource_spans[0].scope_spans[0].spans[tail]
+    assert lone.name == "replication orders-db" and len(lone.trace_id) == 16
+    del ours_spans.resource_spans[0].scope_spans[0].spans[tail]
+    assert ours_spans == sdk_spans
+    del ours_logs.resource_logs[0].scope_logs[0].log_records[3]
+    assert ours_logs == sdk_logs
+    # A run's spans are encoded once, whichever collector's pipeline asks first: a step
+    # without a span id (fresh random) has the same one on every collector.
+    shared = run(journey_result(), 5)
+    assert spans.encode([shared]) == spans.encode([shared])
+
+
+async def test_metrics_are_aggregated_as_the_sdk_aggregates_them(
+    grpc_receiver: GrpcReceiver, make_sink: SinkFactory
+) -> None:
+    """Histograms and counters over several results, as a real collector receives them: the
+    same points (count, sum, min, max, buckets and their bounds, temporality, attributes) as
+    the SDK's own aggregation of the same observations; counters summed per series."""
+    from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    from failsight.agent.metrics import increments_of
+
+    results = [journey_result() for _ in range(4)] + [journey_result(ok=False) for _ in range(3)]
+    results += [journey_result(site="gcp-euw1")]
+    sink = make_sink(collector("main", grpc_receiver.endpoint, export_interval="1h"))
+    for result in results:
+        sink.handle(result)
+    await asyncio.to_thread(sink.close, 5.0)  # the last collection: one metrics request
+
+    reader = InMemoryMetricReader()
+    histograms = [s for s in CATALOGUE.values() if s.type is MetricType.HISTOGRAM]
+    views = [
+        View(
+            instrument_type=SdkHistogram,
+            instrument_name=s.otel_name,
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=s.buckets),
+        )
+        for s in histograms
+    ]
+    meter = MeterProvider(metric_readers=[reader], views=views).get_meter("reference")
+    instruments: dict[str, Any] = {}
+    for sample in (s for r in results for s in increments_of(r)):
+        spec = sample.spec
+        if spec.name not in instruments:
+            make = (
+                meter.create_histogram
+                if spec.type is MetricType.HISTOGRAM
+                else (meter.create_counter)
+            )
+            instruments[spec.name] = make(spec.otel_name, unit=spec.unit)
+        record = getattr(instruments[spec.name], "record", None) or instruments[spec.name].add
+        record(sample.value, {**dict(sample.labels), "vantage": VANTAGE})
+    reference = reader.get_metrics_data()
+    assert reference is not None
+    expected: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+    for metric in reference.resource_metrics[0].scope_metrics[0].metrics:
+        points: list[Any] = list(metric.data.data_points)
+        for p in points:
+            attrs = tuple(sorted(dict(p.attributes or {}).items()))
+            if metric.name in {s.otel_name for s in histograms}:
+                value: Any = (
+                    p.count,
+                    p.sum,
+                    p.min,
+                    p.max,
+                    list(p.bucket_counts),
+                    list(p.explicit_bounds),
+                )
+            else:
+                value = p.value
+            expected[(metric.name, attrs)] = value
+
+    assert len(grpc_receiver.inbox.metric_requests) == 1
+    got: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+    for received in grpc_receiver.inbox.metrics():
+        metric = received.item
+        kind = metric.WhichOneof("data")
+        if metric.name not in {
+            s.otel_name for s in CATALOGUE.values() if s.type is not MetricType.GAUGE
+        }:
+            continue
+        if metric.name == "failsight.telemetry_exports":
+            continue
+        spec = next(s for s in CATALOGUE.values() if s.otel_name == metric.name)
+        assert metric.unit == spec.unit and metric.description == spec.help
+        data = getattr(metric, kind)
+        assert data.aggregation_temporality == 2  # AGGREGATION_TEMPORALITY_CUMULATIVE
+        for p in data.data_points:
+            attrs = tuple(sorted(_point_attrs(p).items()))
+            assert p.exemplars == []  # none before either: nothing recorded in a span's context
+            if kind == "histogram":
+                got[(metric.name, attrs)] = (
+                    p.count,
+                    p.sum,
+                    p.min,
+                    p.max,
+                    list(p.bucket_counts),
+                    list(p.explicit_bounds),
+                )
+            else:
+                assert data.is_monotonic
+                got[(metric.name, attrs)] = point_value(p)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        if key[0].endswith("_runs") or key[0].endswith("_failures"):
+            assert got[key] == value, key
+        else:  # float sums: the same observations, added in the same order
+            assert got[key][0] == value[0] and got[key][2:] == value[2:], key
+            assert got[key][1] == pytest.approx(value[1]), key
+    runs = {k[1]: v for k, v in got.items() if k[0] == "failsight.journey_runs"}
+    assert sorted(runs.values()) == [1.0, 3.0, 4.0]
+
+
+async def test_delta_temporality_sends_each_interval_alone(
+    grpc_receiver: GrpcReceiver, make_sink: SinkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the OTLP exporter's delta preference (its standard environment variable), each
+    histogram point holds only its interval's observations, as the SDK's would."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    sink = make_sink(collector("main", grpc_receiver.endpoint))
+    inbox = grpc_receiver.inbox
+
+    def counts() -> list[int]:
+        return [
+            int(p.count)
+            for m in inbox.metrics("failsight.journey_duration")
+            for p in m.item.histogram.data_points
+            if m.item.histogram.aggregation_temporality == 1  # DELTA
+        ]
+
+    for _ in range(3):
+        sink.handle(journey_result())
+    await wait_for(lambda: 3 in counts(), "the first interval's three runs")
+    sink.handle(journey_result())
+    await wait_for(lambda: 1 in counts(), "the next interval's one run")
+    assert 4 not in counts()
