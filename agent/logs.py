@@ -55,10 +55,20 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        line = json.dumps(out, default=str, ensure_ascii=False, separators=(",", ":"))
-        # Last, on the whole line: whatever put a secret into a message, an extra field or a
-        # traceback (an exception quoting a DSN, a target's echo), it does not reach the log.
-        return redact(line)
+        return _json_line(out)
+
+
+# What `json.dumps(out, default=str, ensure_ascii=False, separators=(",", ":"))` builds, made
+# once: json.dumps builds a new encoder on every call with these arguments (a third of the
+# encoding time of a run line). The stdlib encoder, not a faster third-party one: a run line
+# costs it about 5 µs (bench/log_line.py) and its output is the contract (`NaN`, `1e+16`).
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_line(out: dict[str, object]) -> str:
+    # Last, on the whole line: whatever put a secret into a message, an extra field or a
+    # traceback (an exception quoting a DSN, a target's echo), it does not reach the log.
+    return redact(_ENCODER.encode(out))
 
 
 class _FailsightHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -107,17 +117,90 @@ def result_fields(result: Result) -> dict[str, str | float | bool | None]:
     }
 
 
+_run_log = logging.getLogger(RUN_LOGGER)
+
+
 def log_result(result: Result) -> None:
-    """Log one structured line for a run: info when it passed, warning when it failed."""
-    fields = result_fields(result)
+    """Log one structured line for a run: info when it passed, warning when it failed.
+
+    Nothing is built for a line the level drops. When the line would go to the one handler
+    configure_logging installs and nowhere else (the agent's case), it is written straight to
+    that handler's stream: the same line JsonFormatter makes of the record, redacted the same
+    way, without the stdlib's LogRecord and caller lookup (two thirds of the line's cost).
+    Anything else (another handler, a filter, a record factory) takes the stdlib path.
+    """
     level = logging.INFO if result.ok or result.skipped else logging.WARNING
+    if not _run_log.isEnabledFor(level):
+        return
+    fields = result_fields(result)
     text = f"{result.check} {fields['outcome']}"
     if result.reason is not None:
         text += f" ({result.reason.value})"
-    logging.getLogger(RUN_LOGGER).log(level, text, extra=fields)
+    handler = _sole_json_handler(_run_log, level)
+    if handler is None:
+        _run_log.log(level, text, extra=fields)
+        return
+    out: dict[str, object] = {
+        "ts": _rfc3339(time.time()),
+        "level": logging.getLevelName(level).lower(),
+        "logger": _run_log.name,
+        "msg": text,
+    }
+    out.update(fields)
+    # As Handler.handle and StreamHandler.emit do it: under the handler's lock, one write and
+    # a flush, a failure reported by the handler's handleError.
+    handler.acquire()
+    try:
+        handler.stream.write(_json_line(out) + handler.terminator)
+        handler.flush()
+    except RecursionError:
+        raise
+    except Exception:
+        handler.handleError(_run_log.makeRecord(_run_log.name, level, "", 0, text, (), None))
+    finally:
+        handler.release()
+
+
+def _sole_json_handler(logger: logging.Logger, level: int) -> _FailsightHandler | None:
+    """The handler a record of `logger` at `level` would reach, when it is the only one, is
+    configure_logging's, and nothing could see or change the record on its way (a filter, a
+    record factory or a logger class that adds attributes, which JsonFormatter would write)."""
+    if (
+        logger.filters
+        or logger.disabled
+        or type(logger) is not logging.Logger
+        or logging.getLogRecordFactory() is not logging.LogRecord
+    ):
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if (
+        type(found) is not _FailsightHandler
+        or found.filters
+        or level < found.level
+        or type(found.formatter) is not JsonFormatter
+    ):
+        return None
+    return found
+
+
+# The formatted second of the last timestamp: lines come many per second, strftime once each.
+_last_second: tuple[int, str] = (-1, "")
 
 
 def _rfc3339(created: float) -> str:
+    global _last_second
     seconds = int(created)
     millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    cached = _last_second
+    if cached[0] != seconds:
+        cached = _last_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return "%s.%03dZ" % (cached[1], millis)  # noqa: UP031 (a third of the f-string's time)

@@ -1,6 +1,6 @@
 """Runs every benchmark, each in its own process, and prints one summary table at the end.
 
-Run: `.venv/bin/python -m bench.run_all` (about an hour: the footprint alone is 10 minutes,
+Run: `.venv/bin/python -m bench.run_all` (about an hour and a half: the footprint alone is 35 minutes,
 the detection trials about 5) or
 `--quick` for a smoke run of a few seconds each. `--only NAME` / `--skip NAME` pick benchmarks.
 Nothing is asserted: the table reports medians with their spread; the machine is shared, so the
@@ -30,11 +30,13 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--seconds", "2", "--repeat", "1", "--footprint-seconds", "4"],
     ),
     "blackbox": ("bench.blackbox", ["--extra-log-level", "warning"], ["--quick"]),
+    "otlp_cost": ("bench.otlp_cost", [], ["--quick"]),
     "capacity": ("bench.capacity", [], ["--quick"]),
     "metrics_render": ("bench.metrics_render", [], ["--quick"]),
     "scrape_formats": ("bench.scrape_formats", [], ["--quick"]),
     "profile": ("bench.profile_journeys", [], ["--quick"]),
     "footprint": ("bench.footprint", [], ["--quick"]),
+    "log_line": ("bench.log_line", [], ["--quick"]),
     "replication": (
         "bench.replication_lag_accuracy",
         [],

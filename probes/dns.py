@@ -5,15 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from failsight.core.check import Check, ProbeContext, Run
@@ -22,6 +15,13 @@ from failsight.core.kind import Env, Kind, Loc
 from failsight.core.redact import excerpt
 from failsight.core.results import Measurement, Reason, Remark, Result
 from failsight.core.telemetry import MetricSpec, MetricType
+
+if TYPE_CHECKING:
+    import dns.message
+    import dns.rdatatype
+
+# dnspython (3 MB of RSS, 70 ms) is imported where it is used, so an agent whose config has no
+# `dns` section never loads it (tests/agent/test_footprint.py).
 
 DNS_ANSWER_MATCH = MetricSpec(
     "dns_answer_match",
@@ -51,6 +51,9 @@ def normalise_answer(value: str) -> str:
         pass
     if not text or text == ".":
         raise ValueError(f"{value!r} is neither an IP address nor a DNS name")
+    import dns.exception
+    import dns.name
+
     try:
         name = dns.name.from_text(text)
     except dns.exception.DNSException as exc:
@@ -61,6 +64,9 @@ def normalise_answer(value: str) -> str:
 def _dns_name(value: str) -> str:
     if not value.strip(".") or value != value.strip():
         raise ValueError("must be a DNS name such as orders.example.test")
+    import dns.exception
+    import dns.name
+
     try:
         dns.name.from_text(value)
     except dns.exception.DNSException as exc:
@@ -149,11 +155,16 @@ def _is_address(value: str) -> bool:
     return True
 
 
-_WANTED = {
-    "A": (dns.rdatatype.CNAME, dns.rdatatype.A),
-    "AAAA": (dns.rdatatype.CNAME, dns.rdatatype.AAAA),
-    "CNAME": (dns.rdatatype.CNAME,),
-}
+def _wanted(record_type: str) -> tuple[dns.rdatatype.RdataType, ...]:
+    """The record types that answer a query of `record_type`: the CNAME chain with them."""
+    import dns.rdatatype
+
+    wanted = {
+        "A": (dns.rdatatype.CNAME, dns.rdatatype.A),
+        "AAAA": (dns.rdatatype.CNAME, dns.rdatatype.AAAA),
+        "CNAME": (dns.rdatatype.CNAME,),
+    }
+    return wanted[record_type]
 
 
 class DnsCheck(Check):
@@ -184,6 +195,10 @@ class DnsCheck(Check):
         self._sites_in_order = list(cfg.answers)
 
     def _query(self) -> dns.message.Message:
+        import dns.flags
+        import dns.message
+        import dns.rdatatype
+
         query = dns.message.make_query(self.cfg.name, dns.rdatatype.from_text(self.cfg.record_type))
         if not self.resolver.recursion:
             query.flags &= ~dns.flags.RD
@@ -203,6 +218,9 @@ class DnsCheck(Check):
             "warnings": [],
         }
         where = f"{self.resolver.name} ({self.resolver.address}#{self.resolver.port})"
+        import dns.asyncquery
+        import dns.exception
+
         try:
             # A fresh query to the resolver itself every run: nothing is cached between runs.
             remaining = run.remaining()
@@ -248,6 +266,8 @@ class DnsCheck(Check):
         facts: dict[str, object],
         where: str,
     ) -> Result:
+        import dns.rcode
+
         rcode = dns.rcode.to_text(response.rcode())
         facts["rcode"] = rcode
         if response.rcode() != dns.rcode.NOERROR:
@@ -257,7 +277,7 @@ class DnsCheck(Check):
                 Reason.DNS,
                 f"{self.cfg.name}: {rcode} from {where}",
             )
-        answers, ttl = _answers(response, _WANTED[self.cfg.record_type])
+        answers, ttl = _answers(response, _wanted(self.cfg.record_type))
         facts["answers"] = answers[:MAX_ANSWERS_SHOWN]
         facts["ttl"] = ttl
         warnings: list[str] = []

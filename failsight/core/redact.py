@@ -34,10 +34,16 @@ MAX_REMEMBERED = 32
 
 def forms(value: str) -> set[str]:
     """The ways a secret can appear in text: as written, percent-encoded (a query string or a
-    form body echoed back), and escaped inside a JSON string (a JSON body echoed back)."""
+    form body echoed back), and escaped inside a JSON string (a JSON body echoed back, or our
+    own JSON log line) with non-ASCII characters escaped or, as the log line writes them, not."""
     if len(value) < MIN_SECRET_LENGTH:
         return set()
-    out = {value, quote(value, safe=""), json.dumps(value)[1:-1]}
+    out = {
+        value,
+        quote(value, safe=""),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
     return {f for f in out if len(f) >= MIN_SECRET_LENGTH}
 
 

@@ -9,8 +9,6 @@ import datetime as dt
 import time
 from typing import Any
 
-import asyncpg
-
 from failsight.core.results import CheckFailure, Reason
 from failsight.probes.replication.config import HeartbeatTable, ReplicationConfig
 from failsight.probes.replication.measure import Heartbeat, PrimaryState, Server
@@ -53,6 +51,8 @@ class HeartbeatWriter:
 
     async def write(self, st: PrimaryState, deadline: float) -> None:
         """Phase 2: the heartbeat on the primary `st` describes, by the deadline (monotonic)."""
+        import asyncpg
+
         schema = self.table.schema
 
         async def work(conn: Any) -> Heartbeat:
@@ -89,6 +89,8 @@ class HeartbeatWriter:
     async def _ensure_table(self, conn: Any, st: PrimaryState) -> None:
         # Checked in the catalog first: a role that may write the table but not create a schema
         # must not fail on CREATE SCHEMA IF NOT EXISTS, which checks the privilege first.
+        import asyncpg
+
         row = await conn.fetchrow(_TABLE_STATE, self.table.schema, self.table.table)
         site = self.cfg.primary.site
         if not row["has_schema"]:

@@ -44,15 +44,19 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
-
-import asyncpg
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from failsight.core.check import loop_time
 from failsight.core.configtypes import Secret
 from failsight.core.redact import REDACTOR
 from failsight.core.results import CheckFailure, Reason
 from failsight.probes.replication.config import HeartbeatTable, ReplicationEndpoint, dsn_secrets
+
+if TYPE_CHECKING:
+    import asyncpg
+
+# asyncpg (3 MB of RSS, 90 ms) is imported in the functions that use it, so an agent whose
+# config has no `replication` section never loads it (tests/agent/test_footprint.py).
 
 T = TypeVar("T")
 
@@ -113,6 +117,8 @@ def classify(exc: BaseException) -> Reason:
     """The contract's reason for an exception raised while talking to a server."""
     # Order matters: QueryCanceledError is an operator intervention, gaierror and SSLError are
     # OSErrors, InvalidPasswordError is an authorization error.
+    import asyncpg
+
     if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
         return Reason.TIMEOUT
     if isinstance(exc, socket.gaierror):
@@ -141,6 +147,8 @@ def classify(exc: BaseException) -> Reason:
 
 
 def _describe(exc: BaseException) -> str:
+    import asyncpg
+
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, socket.gaierror):
@@ -178,6 +186,8 @@ def _raised_by_driver(exc: BaseException) -> bool:
     """Whether asyncpg itself raised `exc` (not a PostgresError): it choked on what the server
     sent (a KeyError on a missing startup parameter, a failed SASL exchange), which is the
     server's fault, never a bug of this probe."""
+    import asyncpg
+
     if isinstance(exc, asyncpg.InternalClientError):
         return True
     tb = exc.__traceback__
@@ -239,6 +249,8 @@ class Server:
         return CheckFailure(reason, f"{self.label}: {text}")
 
     async def _new_pool(self) -> asyncpg.Pool:
+        import asyncpg
+
         ms = max(1, int(self.statement_timeout * 1000))
         # min_size=0: the pool connects on acquire, inside our deadline. With a floor, asyncpg
         # would keep reconnecting to a dead server in a background task nobody awaits.
@@ -340,12 +352,16 @@ class Server:
 def _connection_suspect(exc: BaseException) -> bool:
     # An SQL error (or our own verdict on an answer) leaves the connection usable; anything
     # else (I/O, timeout, cancellation) may leave it mid-protocol.
+    import asyncpg
+
     if isinstance(exc, asyncpg.PostgresError | CheckFailure):
         return _is_connection_error(exc)
     return True
 
 
 def _is_connection_error(exc: BaseException) -> bool:
+    import asyncpg
+
     return isinstance(
         exc,
         OSError
@@ -469,6 +485,8 @@ async def read_heartbeat(
 ) -> None:
     """Phase 3 on a replica: the heartbeat it shows, timed against the heartbeats `written`
     (in write order) by this vantage."""
+
+    import asyncpg
 
     async def work(conn: Any) -> tuple[Any, float, float]:
         sent_mono, sent_wall = time.monotonic(), time.time()
