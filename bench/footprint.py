@@ -5,11 +5,11 @@ Nothing is asserted. Three parts:
 
 (a) the sidecar: 3 five-step journeys on 2 sites against the local target (bench/target.py),
     no OTLP, IdP, replication or DNS, `--sidecar-runs` times (>= 3) per variant, the variants
-    alternating: the old code (PYTHONPATH=/tmp/before, a worktree of the commit before the
-    issue), this code, this code with MALLOC_ARENA_MAX=2 (glibc's malloc arenas, one per
-    thread that allocates, are the usual RSS cost of threads) and this code on asyncio's own
-    loop (uvloop, the `fast` extra, hidden). RSS when /readyz first answers and after
-    `--sidecar-seconds`; medians with min-max.
+    alternating: the old code (`--baseline-tree DIR`, e.g. a `git worktree` of the release
+    before, run with PYTHONPATH=DIR), this code, this code with MALLOC_ARENA_MAX=2 (glibc's
+    malloc arenas, one per thread that allocates, are the usual RSS cost of threads) and this
+    code on asyncio's own loop (uvloop, the `fast` extra, hidden). RSS when /readyz first
+    answers and after `--sidecar-seconds`; medians with min-max.
 (b) the big run: 200 five-step journeys every 2s, 10 replication clusters on a real PostgreSQL
     15 primary + streaming replica (agent/demo/postgres.py), 20 DNS names on a real dnsmasq
     (tests/fixtures/dnsmasq.py), old then new, `--seconds` each; RSS sampled every
@@ -57,7 +57,6 @@ from bench.journeys import five_step_journey
 from bench.target import Target
 
 ROOT = Path(__file__).resolve().parent.parent
-BEFORE = Path("/tmp/before")
 PRIMARY_SITE = "aws-use1"
 STANDBY_SITE = "gcp-euw1"  # also the replica's cluster_name in tests/fixtures/postgres.py
 SIDECAR_GOAL_MB = 45.0
@@ -69,7 +68,6 @@ NO_UVLOOP = Path(tempfile.gettempdir()) / "failsight-bench-no-uvloop"
 
 # variant -> (PYTHONPATH, extra environment)
 VARIANTS: dict[str, tuple[list[Path], dict[str, str]]] = {
-    "before": ([BEFORE], {}),
     "now": ([ROOT], {}),
     "now, MALLOC_ARENA_MAX=2": ([ROOT], {"MALLOC_ARENA_MAX": "2"}),
     "now, asyncio loop (no uvloop)": ([ROOT, NO_UVLOOP], {}),
@@ -442,6 +440,9 @@ def import_table(reps: int) -> list[dict[str, str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=600.0, help="each big run")
+    p.add_argument(
+        "--baseline-tree", type=Path, help="a checkout of older code, measured as 'before'"
+    )
     p.add_argument("--sample-every", type=float, default=30.0)
     p.add_argument("--journeys", type=int, default=200)
     p.add_argument("--journey-interval", default="2s")
@@ -463,12 +464,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.sidecar_runs, args.sidecar_seconds, args.import_runs = 3, 10.0, 3
     if two_cores():
         os.sched_setaffinity(0, {SIDE_CPU})
+    if args.baseline_tree is not None:
+        VARIANTS["before"] = ([args.baseline_tree.resolve()], {})
     variants = list(VARIANTS)
     NO_UVLOOP.mkdir(exist_ok=True)
     (NO_UVLOOP / "uvloop.py").write_text('raise ImportError("hidden by bench/footprint.py")\n')
-    if not (BEFORE / "failsight").is_dir():
-        print(f"{BEFORE} is missing: measuring this checkout only")
-        variants.remove("before")
+    if "before" in variants and not (VARIANTS["before"][0][0] / "failsight").is_dir():
+        raise SystemExit(f"--baseline-tree {args.baseline_tree}: no failsight/ there")
     rows: list[dict[str, str]] = []
     print(f"footprint: variants {', '.join(variants)}; load average {os.getloadavg()[0]:.2f}")
     if "sidecar" not in args.skip:

@@ -7,9 +7,9 @@ registers ten secrets in the process's redactor (each line is searched for all t
 and calls `log_result` on a success Result and on a failure Result with a step and a detail,
 timing each kind of line over many calls in CPU time (the process's, write(2) included: on
 the shared machine, wall time mostly measures the other processes). The old code is the same
-child under PYTHONPATH=/tmp/before (a worktree of the commit before the issue); old and new
-alternate, so the noise of the shared machine falls on both. Medians with min-max over the
-repetitions.
+child under PYTHONPATH=DIR (`--baseline-tree DIR`, e.g. a `git worktree` of the release
+before); old and new alternate, so the noise of the shared machine falls on both. Medians
+with min-max over the repetitions.
 
 Then, in this process, the JSON encoders a line could be built with, on the failure line's
 object: json.dumps as the old formatter called it, one stdlib JSONEncoder made once (what
@@ -32,7 +32,6 @@ from pathlib import Path
 from bench.blackbox import PROBER_CPU, pinned, two_cores, write_summary
 
 ROOT = Path(__file__).resolve().parent.parent
-BEFORE = Path("/tmp/before")
 
 # Run in a fresh interpreter, with the code under test first on sys.path (and cwd elsewhere, so
 # this checkout's bench/ cannot shadow anything). Prints {"success": µs, "failure": µs}.
@@ -152,14 +151,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--lines", type=int, default=20000, help="lines per measurement")
     p.add_argument("--runs", type=int, default=5, help="fresh interpreters per code, alternating")
     p.add_argument("--quick", action="store_true", help="3 runs of 2000 lines")
+    p.add_argument(
+        "--baseline-tree", type=Path, help="a checkout of older code, measured as 'before'"
+    )
     p.add_argument("--summary-json")
     args = p.parse_args(argv)
     if args.quick:
         args.lines, args.runs = 2000, 3
-    codes = {"before": BEFORE, "now": ROOT}
-    if not (BEFORE / "failsight").is_dir():
-        print(f"{BEFORE} is missing: measuring this checkout only")
-        del codes["before"]
+    codes = {"now": ROOT}
+    if args.baseline_tree is not None:
+        if not (args.baseline_tree / "failsight").is_dir():
+            raise SystemExit(f"--baseline-tree {args.baseline_tree}: no failsight/ there")
+        codes = {"before": args.baseline_tree.resolve(), **codes}
     print(
         f"log line: {args.runs} runs x {args.lines} lines per kind, old and new alternating, "
         f"one core; load average {os.getloadavg()[0]:.2f}",

@@ -6,7 +6,7 @@ asserted. Each measurement is a fresh child process running bench/journeys.py's 
 every result also goes to a real OtlpSink sending metrics, traces and logs to one gRPC collector
 (the test suite's receiver) in another process. The target, the collector and this script share
 CPU 1, and their CPU is not counted: a child's CPU is its own process time, export threads
-included. "before" is the code at `--before` (default /tmp/before, a checkout from before the
+included. "before" is the code at `--baseline-tree` (default /tmp/before, a checkout from before the
 change) on PYTHONPATH, "after" this tree; within each repeat the four runs (before off/on, after
 off/on) alternate, so background load touches them alike, and each ratio (on / off) is taken
 within a repeat. Then, per repeat and code, the sink alone: `--sink-rate` real five-step
@@ -129,7 +129,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--before", default="/tmp/before", help="the old code's checkout")
+    p.add_argument("--baseline-tree", default="/tmp/before", help="the old code's checkout")
     p.add_argument("--after", default=str(ROOT), help="the new code's checkout")
     p.add_argument("--quick", action="store_true", help="smoke run: one short repeat")
     p.add_argument("--summary-json", help="write summary rows here (for bench/run_all.py)")
@@ -153,7 +153,7 @@ def main() -> None:
     if two_cores():
         # The collector (forked from here) and this script stay off the measured core.
         os.sched_setaffinity(0, {SIDE_CPU})
-    variants = {"before": Path(args.before), "after": Path(args.after)}
+    variants = {"before": Path(args.baseline_tree), "after": Path(args.after)}
     variants = {k: v for k, v in variants.items() if (v / "agent" / "otlp.py").exists()}
     cpu: dict[tuple[str, bool], list[float]] = {}
     alone: dict[str, list[dict[str, Any]]] = {}

@@ -1,7 +1,7 @@
 """Runs every benchmark, each in its own process, and prints one summary table at the end.
 
-Run: `.venv/bin/python -m bench.run_all` (about an hour and a half: the footprint alone is 35 minutes,
-the detection trials about 5) or
+Run: `.venv/bin/python -m bench.run_all` (about an hour and a half: the footprint alone is
+35 minutes, the detection trials about 5) or
 `--quick` for a smoke run of a few seconds each. `--only NAME` / `--skip NAME` pick benchmarks.
 Nothing is asserted: the table reports medians with their spread; the machine is shared, so the
 load average before and after each benchmark is printed with it.
@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "profile": ("bench.profile_journeys", [], ["--quick"]),
     "footprint": ("bench.footprint", [], ["--quick"]),
     "log_line": ("bench.log_line", [], ["--quick"]),
+    "gc_pause": ("bench.gc_pause", [], ["--quick"]),
     "replication": (
         "bench.replication_lag_accuracy",
         [],
@@ -46,6 +47,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "api_starvation": ("bench.api_starvation", [], ["--quick"]),
     "cleanup_journal": ("bench.cleanup_journal", [], ["--runs", "20"]),
 }
+# These take `--baseline-tree DIR` and measure that older code beside this one, in the same run.
+TAKES_BASELINE = {"journeys", "blackbox", "otlp_cost", "footprint", "log_line", "gc_pause"}
 # These print their figures and write no summary file: their last lines are the summary.
 PRINTS_ONLY = {"journeys", "replication", "detection"}
 
@@ -154,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", action="append", choices=sorted(BENCHMARKS), default=[])
     p.add_argument("--skip", action="append", choices=sorted(BENCHMARKS), default=[])
     p.add_argument("--footprint-seconds", type=float, help="default 600 (20 with --quick)")
+    p.add_argument(
+        "--baseline-tree",
+        help="a checkout of older code (e.g. `git worktree add /tmp/before v0.1.0`), measured "
+        "beside this one by the benchmarks that can",
+    )
     args = p.parse_args(argv)
     names = [n for n in BENCHMARKS if (not args.only or n in args.only) and n not in args.skip]
     print(
@@ -168,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         extra = []
         if name == "footprint" and args.footprint_seconds:
             extra = ["--seconds", str(args.footprint_seconds)]
+        if args.baseline_tree and name in TAKES_BASELINE:
+            extra += ["--baseline-tree", args.baseline_tree]
         got, _elapsed, code = run(name, args.quick, extra)
         rows += got
         if code:
