@@ -140,4 +140,8 @@ def gauges_of(result: Result) -> list[Sample]:
 def increments_of(result: Result) -> list[Sample]:
     """Counter increments and histogram observations for one result (the kind's own)."""
     kind = _KINDS.get(result.kind)
-    return list(kind.increments(result)) if kind is not None else []
+    if kind is None:
+        return []
+    samples = kind.increments(result)
+    # A kind may return its own fresh list (the journey's, made for each result): no copy.
+    return samples if isinstance(samples, list) else list(samples)

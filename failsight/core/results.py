@@ -5,6 +5,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar, dataclass_transform
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def _record(cls: type[_T]) -> type[_T]:
+    """A dataclass with slots that the type checker holds frozen (assigning a field is a mypy
+    error) but the interpreter does not: a frozen dataclass's __init__ sets each field
+    through object.__setattr__, several times the cost of a plain slot store, and a StepResult
+    and a Result are made for every step and every run. Nothing writes to a record after it
+    is made (sinks on other threads share it); `dataclasses.replace` makes a new one."""
+    return dataclass(slots=True)(cls)
 
 
 class Reason(enum.StrEnum):
@@ -46,7 +59,7 @@ class Measurement:
     value: float
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class StepResult:
     """One HTTP step of a journey (or one cleanup step)."""
 
@@ -123,7 +136,7 @@ class VantageReach:
 Evidence = DependsOn | Remark | ReplicaSafety | VantageReach
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Result:
     """One run of one check.
 

@@ -38,6 +38,14 @@ from failsight.probes.journey.untrusted import (
 )
 from failsight.probes.templating import MissingVariable, UnusableVariable, render
 
+# The step's own timeout (the asyncio.timeout around its requests) bounds each request, so no
+# total timeout of aiohttp's (the session's default: 5 minutes), which costs a timer and its
+# bookkeeping per request. Connecting keeps aiohttp's 30 s bound. Every timeout is a
+# TimeoutError: reason `timeout`, "no answer in time" (core.http.classify).
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(
+    total=None, sock_connect=aiohttp.client.DEFAULT_TIMEOUT.sock_connect
+)
+
 SYNTHETIC_HEADER = "X-Failsight-Synthetic"
 RUN_ID_HEADER = "X-Failsight-Run-Id"
 VANTAGE_HEADER = "X-Failsight-Vantage"
@@ -364,6 +372,7 @@ class JourneyRun:
                 json=body,
                 ssl=self.check.ssl,
                 allow_redirects=False,
+                timeout=REQUEST_TIMEOUT,
             )
         except (aiohttp.InvalidURL, ValueError, TypeError, RecursionError) as exc:
             # aiohttp or yarl refused to build or send the request. When values from the

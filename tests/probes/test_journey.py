@@ -16,6 +16,7 @@ from failsight.core.check import Check, ProbeContext
 from failsight.core.http import new_session
 from failsight.core.kind import Env, SiteRef
 from failsight.core.results import DependsOn, Reason, Result, StepResult
+from failsight.core.telemetry import Exemplar
 from failsight.probes.journey import KIND, JourneyCheck, JourneyConfig, plan
 
 
@@ -342,3 +343,67 @@ def test_a_result_counts_its_run_and_each_step_that_ran() -> None:
         "step_phase_duration_seconds",
         "step_http_status_code",
     }
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "span_id", "labels"),
+    [
+        (TRACE, SPAN, (("trace_id", TRACE), ("span_id", SPAN))),
+        # The span id is left out when it is not one; no exemplar without a trace id.
+        (TRACE, "", (("trace_id", TRACE),)),
+        (TRACE, "0" * 16, (("trace_id", TRACE),)),
+        (TRACE, SPAN.upper(), (("trace_id", TRACE),)),
+        (TRACE, SPAN + "0", (("trace_id", TRACE),)),
+        (TRACE, "00f067aa-ba902b7", (("trace_id", TRACE),)),
+        ("", SPAN, None),
+        ("0" * 32, SPAN, None),
+        (TRACE[:-1], SPAN, None),
+        (TRACE.upper(), SPAN, None),
+        (TRACE[:16] + "g" + TRACE[17:], SPAN, None),
+        (" " + TRACE[1:], SPAN, None),
+    ],
+)
+def test_a_result_s_samples_carry_their_labels_in_the_family_s_order_and_its_trace(
+    trace_id: str, span_id: str, labels: tuple[tuple[str, str], ...] | None
+) -> None:
+    # `increments` builds its label tuples and exemplars directly: the same as `sample()`
+    # would (each family's label order) and each observation's exemplar, or none.
+    result = Result(
+        check="journey/checkout/aws-use1",
+        kind="journey",
+        target="checkout",
+        site="aws-use1",
+        ok=False,
+        started_at=1000.0,
+        duration=1.5,
+        run_id="r1",
+        reason=Reason.TIMEOUT,
+        trace_id=trace_id,
+        span_id=span_id,
+        steps=(
+            StepResult(
+                name="submit",
+                ok=False,
+                duration=0.5,
+                reason=Reason.TIMEOUT,
+                start_offset=0.25,
+                span_id=span_id,
+                phases={"tls": 0.03, "send": 0.001},
+            ),
+        ),
+    )
+    samples = list(KIND.increments(result))
+    for s in samples:
+        assert tuple(k for k, _ in s.labels) == s.spec.labels
+    observed = [s for s in samples if s.spec.type == "histogram"]
+    assert [(s.spec.name, s.exemplar) for s in observed] == [
+        ("journey_duration_seconds", labels and Exemplar(labels, 1001.5)),
+        ("step_duration_seconds", labels and Exemplar(labels, 1000.75)),
+        ("step_phase_duration_seconds", labels and Exemplar(labels, 1000.75)),
+        ("step_phase_duration_seconds", labels and Exemplar(labels, 1000.75)),
+    ]
+    assert all(s.exemplar is None for s in samples if s.spec.type != "histogram")
