@@ -41,12 +41,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, then the record's extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "ts": _rfc3339(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        out = _head(record.created, record.levelname, record.name, record.getMessage())
         for key, value in record.__dict__.items():
             if key in _RECORD_ATTRIBUTES or key.startswith("_"):
                 continue
@@ -56,6 +51,11 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
         return _json_line(out)
+
+
+def _head(created: float, level: str, logger: str, msg: str) -> dict[str, object]:
+    """The fields every line begins with, in this order: the line's shape is the contract."""
+    return {"ts": _rfc3339(created), "level": level.lower(), "logger": logger, "msg": msg}
 
 
 # What `json.dumps(out, default=str, ensure_ascii=False, separators=(",", ":"))` builds, made
@@ -140,12 +140,7 @@ def log_result(result: Result) -> None:
     if handler is None:
         _run_log.log(level, text, extra=fields)
         return
-    out: dict[str, object] = {
-        "ts": _rfc3339(time.time()),
-        "level": logging.getLevelName(level).lower(),
-        "logger": _run_log.name,
-        "msg": text,
-    }
+    out = _head(time.time(), logging.getLevelName(level), _run_log.name, text)
     out.update(fields)
     # As Handler.handle and StreamHandler.emit do it: under the handler's lock, one write and
     # a flush, a failure reported by the handler's handleError.

@@ -274,7 +274,7 @@ class _GaugeStore:
                 if isinstance(entry, Result):
                     entry = self._settle(owner, entry)
                 samples.extend(entry.get(spec.name, ()))
-            return [Observation(s.value, _attributes(s, self.vantage)) for s in samples]
+            return [Observation(s.value, _attributes(s.labels, self.vantage)) for s in samples]
 
         return observe
 
@@ -296,8 +296,9 @@ def _by_spec(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     return by_spec
 
 
-def _attributes(sample: Sample, vantage: str) -> dict[str, str]:
-    return {**dict(sample.labels), "vantage": vantage}
+def _attributes(labels: tuple[tuple[str, str], ...], vantage: str) -> dict[str, str]:
+    """A series' OTLP attributes: its labels and the vantage every series carries."""
+    return {**dict(labels), "vantage": vantage}
 
 
 class _Increments:
@@ -454,7 +455,7 @@ class _MetricsPipeline:
                     else:
                         sums[key] = sums.get(key, 0.0) + sample.value
         for (name, labels), value in sums.items():
-            self.counters[name].add(value, {**dict(labels), "vantage": self.vantage})
+            self.counters[name].add(value, _attributes(labels, self.vantage))
 
     def _histograms(self) -> list[Metric]:
         """The histogram series as OTLP data points (reader thread, at each export)."""
@@ -465,7 +466,7 @@ class _MetricsPipeline:
                 spec = CATALOGUE[name]
                 by_name.setdefault(name, []).append(
                     HistogramDataPoint(
-                        attributes={**dict(labels), "vantage": self.vantage},
+                        attributes=_attributes(labels, self.vantage),
                         start_time_unix_nano=agg.start,
                         time_unix_nano=now,
                         count=agg.count,

@@ -36,34 +36,28 @@ INTERVAL = "2s"
 
 
 def _config(url: str, journeys: int) -> dict[str, Any]:
-    steps: list[dict[str, Any]] = [
-        {
-            "name": f"step{i}",
-            "method": "POST" if i == 0 else "GET",
-            "path": f"/s{i}",
-            "expect": {"status": 200, "json": [{"path": "$.ok", "equals": True}]},
-            **({"extract": {"item": "$.id"}} if i == 0 else {}),
-        }
-        for i in range(5)
-    ]
-    steps[1]["path"] = "/s1/{{item}}"
+    """bench/journeys.py's five-step journey, `journeys` times, as the config's plain data:
+    the child, which may be older code, validates it with its own model."""
+    from bench.journeys import five_step_journey
+
+    journey = five_step_journey().model_dump(by_alias=True, exclude_defaults=True)
     return {
         "agent": {"vantage": "bench", "listen": "127.0.0.1:0"},
         "sites": [{"name": "bench", "role": "primary", "base_url": url}],
         "journeys": [
-            {"name": f"j{i:04d}", "interval": INTERVAL, "timeout": "10s", "steps": steps}
+            {**journey, "name": f"j{i:04d}", "interval": INTERVAL, "timeout": "10s"}
             for i in range(journeys)
         ],
     }
 
 
-async def _child(url: str, settle: float, window: float, journeys: int) -> dict[str, Any]:
+async def _child(config: dict[str, Any], settle: float, window: float) -> dict[str, Any]:
     from failsight.agent import runtime
     from failsight.agent.config import Config
     from failsight.agent.logs import configure_logging
 
     configure_logging("info", stdout=True)  # stdout is /dev/null: formatted, never read
-    agent = runtime.Agent(Config.model_validate(_config(url, journeys)))
+    agent = runtime.Agent(Config.model_validate(config))
     task = asyncio.create_task(agent.run(install_signals=False))
     while not agent.ready:
         await asyncio.sleep(0.05)
@@ -121,39 +115,38 @@ def child_main(args: argparse.Namespace) -> None:
         uvloop.install()
     except ImportError:
         pass
-    row = asyncio.run(_child(args.child, args.settle, args.window, args.journeys))
+    config = json.loads(Path(args.child).read_text())
+    row = asyncio.run(_child(config, args.settle, args.window))
     Path(args.out).write_text(json.dumps(row))
 
 
 def run_child(
-    tree: Path, url: str, args: argparse.Namespace, workdir: Path, cpu: int | None
+    tree: Path, config: Path, args: argparse.Namespace, workdir: Path, cpu: int | None
 ) -> dict[str, Any]:
+    from bench.blackbox import pinned
+
     out = workdir / "row.json"
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--child",
-        url,
+        str(config),
         "--settle",
         str(args.settle),
         "--window",
         str(args.window),
-        "--journeys",
-        str(args.journeys),
         "--out",
         str(out),
     ]
-    if cpu is not None:
-        cmd = ["taskset", "-c", str(cpu), *cmd]
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    subprocess.run(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(pinned(cmd, cpu), cwd=tree, env=env, stdout=subprocess.DEVNULL, check=True)
     row: dict[str, Any] = json.loads(out.read_text())
     return row
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--child", help=argparse.SUPPRESS)  # the config file, in the child
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--baseline-tree", type=Path, help="an older checkout, run alternately")
     p.add_argument("--journeys", type=int, default=JOURNEYS)
@@ -183,9 +176,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     with Target(cpu=SIDE_CPU if pin else None) as url, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(_config(url, args.journeys)))
         for repeat in range(args.repeat):
             for name, tree in trees:
-                row = run_child(tree, url, args, Path(tmp), PROBER_CPU if pin else None)
+                row = run_child(tree, config, args, Path(tmp), PROBER_CPU if pin else None)
                 rows[name].append(row)
                 print(f"  repeat {repeat + 1} {name}: {json.dumps(row)}", flush=True)
     summary = []
