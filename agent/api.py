@@ -178,7 +178,26 @@ async def view(request: web.Request) -> web.Response:
     token = status.view_token
     if token is not None and not _bearer_ok(request, token):
         return _unauthorized("a valid bearer token is required")
-    return web.json_response(status.view.to_json())
+    scope = request.query.get("scope", "group")
+    if scope == "group":
+        return web.json_response(status.view.to_json())
+    if scope != "member":
+        return web.json_response({"error": "scope is `group` (default) or `member`"}, status=400)
+    # One member's own part, for the other members of its group: answered only while this
+    # member is ready (a member is in its group while it answers), and conditional on the
+    # ETag, which changes only when the part does (not with the time it was generated at).
+    if status.shard is None:
+        return web.json_response({"error": "this agent is not in a group"}, status=404)
+    if not status.ready:
+        return web.json_response({"ready": False}, status=503)
+    body = status.shard.to_json()
+    stamp = body.pop("generated_at")
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+    etag = f'"{digest}"'
+    if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
+        return web.Response(status=304, headers={"ETag": etag})
+    body["generated_at"] = stamp
+    return web.json_response(body, headers={"ETag": etag})
 
 
 def _site_json(status: Status, site: str) -> dict[str, object]:
@@ -201,6 +220,8 @@ async def verdict(request: web.Request) -> web.Response:
                 name: {"fetched_at": peer.fetched_at, "error": peer.error}
                 for name, peer in status.peers.items()
             },
+            # In a group: its members as this member sees them (null without a group).
+            "group": None if status.view.group is None else dict(status.view.group),
         }
     )
 

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator
 
 from failsight.agent.control import MaintenanceConfig
+from failsight.agent.group import GroupConfig
 from failsight.agent.logs import LogsConfig
 from failsight.agent.otlp_config import OtlpCollectorConfig
 from failsight.agent.peers import PeerConfig
@@ -57,6 +58,9 @@ class AgentConfig(Model):
     state_dir: str | None = None
     # Something outside the sites that this vantage should always reach (impairment check).
     self_check: SelfCheckConfig | None = None
+    # The other agents of this vantage, found in DNS or listed: they share the checks out
+    # (agent/group.py). None: this agent runs every check itself.
+    group: GroupConfig | None = None
     cloud_provider: str | None = None
     cloud_region: str | None = None
 

@@ -48,6 +48,47 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         "{export}",
     ),
     MetricSpec("agent_info", _G, "Agent build information (value 1).", ("version",)),
+    MetricSpec(
+        "group_members",
+        _G,
+        "Members of this agent's group (agent.group) that answer, this one included.",
+        (),
+        "{member}",
+    ),
+    MetricSpec(
+        "group_members_listed",
+        _G,
+        "Members the group's DNS SRV name or static list names, answering or not.",
+        (),
+        "{member}",
+    ),
+    MetricSpec(
+        "group_checks_owned",
+        _G,
+        "Checks this member of a group runs (its share, and every `every_member` check).",
+        (),
+        "{check}",
+    ),
+    MetricSpec(
+        "group_partial",
+        _G,
+        "1 while this member's view of its group lacks a listed member or a site's evidence.",
+        (),
+    ),
+    MetricSpec(
+        "group_handovers_total",
+        _C,
+        "Checks this member took over from another (in) or gave to another (out).",
+        ("direction",),
+        "{check}",
+    ),
+    MetricSpec(
+        "group_fetches_total",
+        _C,
+        "Requests this member sent to the other members of its group, by outcome.",
+        ("outcome",),
+        "{request}",
+    ),
     # Not in the public contract: the agent's own health.
     MetricSpec(
         "check_runs_skipped_total",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import secrets
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,15 @@ from failsight.agent.control import (
     ControlStore,
     maintenance_holds,
 )
+from failsight.agent.group import (
+    GroupPoller,
+    Shard,
+    evidence_ages,
+    latest_results,
+    merge_view,
+    owned_checks,
+    seed,
+)
 from failsight.agent.logs import log_result
 from failsight.agent.metrics import CATALOGUE
 from failsight.agent.otlp_config import build_resource
@@ -37,6 +47,7 @@ from failsight.agent.sinks import FanOut
 from failsight.agent.status import Status, build_status
 from failsight.agent.timeline import Timeline
 from failsight.agent.verdict import (
+    DEPENDENCY_GROUPS,
     FailbackPolicy,
     SiteVerdict,
     Verdict,
@@ -44,11 +55,18 @@ from failsight.agent.verdict import (
     dependency_reasons,
     replication_states,
 )
-from failsight.agent.view import Hysteresis, SiteOpinion, SiteState, VantageView, ViewTracker
+from failsight.agent.view import (
+    Hysteresis,
+    SiteOpinion,
+    SiteState,
+    SiteView,
+    VantageView,
+    ViewTracker,
+)
 from failsight.agent.yamlsource import ConfigInvalid
 from failsight.core.check import Check, ProbeContext
 from failsight.core.http import new_session
-from failsight.core.results import Result
+from failsight.core.results import Remark, ReplicaSafety, Result
 from failsight.core.telemetry import MetricType, Sample
 from failsight.core.version import __version__
 from failsight.probes import idp
@@ -120,6 +138,14 @@ class Agent:
         # The configured peers, not polled yet (no session): never heard from, so stale.
         self.peers = PeerPoller(config.peers, None, self._peer_fetched)
         self._peer_task: asyncio.Task[None] | None = None
+        # This process, as the other members of its group tell it from another: a member
+        # finds its own entry in the group's list by it.
+        self.instance = secrets.token_hex(8)
+        # Every check the config asks for; the scheduler runs this member's share of them.
+        self.planned: list[Check] = plan_checks(config)
+        self.group: GroupPoller | None = None
+        self._group_task: asyncio.Task[None] | None = None
+        self._owned: set[str] | None = None  # the checks run here, once a share is known
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
         self._settling: asyncio.Task[None] | None = None
@@ -134,7 +160,10 @@ class Agent:
         async with new_session(keepalive=self.config.agent.keepalive) as http:
             self.http = http
             self.scheduler = Scheduler(
-                self.probe_context(), self.fanout, concurrency=self.config.agent.concurrency
+                self.probe_context(),
+                self.fanout,
+                concurrency=self.config.agent.concurrency,
+                aligned=self.config.agent.group is not None,
             )
             app = build_app(self)
             self._scrapes = app[SCRAPES]
@@ -156,12 +185,16 @@ class Agent:
                     # Before announcing ourselves: a supervisor may signal us right after.
                     self._install_signals(loop)
                 log.info("listening on http://%s:%s", self.config.agent.listen_host, self.port)
-                checks = plan_checks(self.config)
+                checks = self.planned = plan_checks(self.config)
                 settle_heap()
                 self._settle_after(0.0, checks, thaw=False)
                 async with asyncio.TaskGroup() as tg:
+                    # In a group, the shared checks wait for the first look at the members
+                    # (within agent.group.timeout): a rollout must not start every check on
+                    # every new member at once.
+                    first = self._share(checks, None) if self.config.agent.group else checks
                     scheduler = tg.create_task(
-                        self.scheduler.run(checks, grace=self.config.agent.shutdown_grace)
+                        self.scheduler.run(first, grace=self.config.agent.shutdown_grace)
                     )
                     self._tg = tg
                     watchers = [
@@ -170,6 +203,7 @@ class Agent:
                         tg.create_task(self._cleanup_retries()),
                     ]
                     self._start_peers()
+                    self._start_group()
                     await self._stopping.wait()
                     log.info(
                         "stopping: no new runs; in-flight runs get %.1fs",
@@ -178,7 +212,7 @@ class Agent:
                     self.scheduler.stop()
                     self._publish()  # not ready any more
                     await scheduler
-                    for task in (*watchers, self._peer_task):
+                    for task in (*watchers, self._peer_task, self._group_task):
                         if task is not None:
                             task.cancel()
                 if self.otlp is not None:
@@ -230,6 +264,117 @@ class Agent:
         self.peers.states.update({k: v for k, v in known.items() if k in self.peers.states})
         self._peer_task = self._tg.create_task(self.peers.run(), name="peers")
 
+    def _start_group(self) -> None:
+        """(Re)start looking at this vantage's group, when the config has one."""
+        assert self._tg is not None and self.http is not None
+        if self._group_task is not None:
+            self._group_task.cancel()
+            self._group_task = None
+        group = self.config.agent.group
+        known = self.group
+        self.group = None
+        if group is None:
+            return
+        self.group = GroupPoller(
+            group,
+            vantage=self.config.agent.vantage,
+            instance=self.instance,
+            token=self.config.agent.view_token,
+            http=self.http,
+            on_change=self._group_changed,
+        )
+        if known is not None and known.config == group:
+            self.group.members, self.group.listed = known.members, known.listed
+            self.group.stats = known.stats
+        self._group_task = self._tg.create_task(self.group.run(), name="group")
+
+    def _share(self, checks: Sequence[Check], live: set[str] | None) -> list[Check]:
+        """This member's checks: all of them without a group; in one, its share among the
+        `live` members (before the first look at them: the `every_member` checks only)."""
+        group = self.config.agent.group
+        if group is None:
+            return list(checks)
+        if live is None:
+            return [c for c in checks if c.placement == "every_member"]
+        return owned_checks(checks, group.member_name, live)
+
+    def _live_members(self) -> set[str] | None:
+        """The live members to share out among (None before the first look). With no list
+        resolved yet, or nobody answering, this member is alone and runs everything:
+        coverage first."""
+        if self.group is None or self._group_task is None:
+            return None
+        live = self.group.live()
+        me = self.group.me
+        if live is None or not live:
+            return {me}
+        return live
+
+    def _group_changed(self) -> None:
+        """After each look at the group: share the checks out again, take over the sites'
+        history from their last owner, merge the members' control actions, judge again."""
+        if self.group is None or self.scheduler is None or not self.scheduler.running:
+            return
+        for member in self.group.others():
+            if member.state == "live" and member.shard is not None and member.shard.actions:
+                self.control.merge(member.shard.actions, source=f"member {member.name}")
+        self.views.remote = latest_results({}, self.group)
+        self._reshare(count=True)
+        self._changed.set()
+
+    def _reshare(self, *, count: bool, force: bool = False) -> None:
+        """Give the scheduler this member's share (`force`: even when the same names, for a
+        new config's new checks)."""
+        assert self.scheduler is not None
+        mine = self._share(self.planned, self._live_members())
+        names = {c.name for c in mine}
+        if not force and names == self._owned:
+            return
+        before = self._owned
+        self._owned = names
+        if before is not None and count and self.group is not None:
+            self.group.stats.handovers["in"] += len(names - before)
+            self.group.stats.handovers["out"] += len(before - names)
+            if names != before:
+                log.info(
+                    "group: %d check(s) taken over, %d handed over; running %d of %d",
+                    len(names - before),
+                    len(before - names),
+                    len(names),
+                    len(self.planned),
+                )
+        self._take_over_sites(mine, before)
+        self.scheduler.replace(mine)
+        self.prometheus.prune(
+            names, {(c.site, c.target) for c in mine if c.kind == "journey" and c.site}
+        )
+
+    def _take_over_sites(self, mine: Sequence[Check], before: set[str] | None) -> None:
+        """A site whose critical journeys come here starts from the freshest opinion any
+        member had of it (the last owner's, even one that just died), so its failures keep
+        counting; without one, a history older than the evidence age is forgotten."""
+        if self.group is None:
+            return
+        ages = evidence_ages(self.planned, self.group.config.refresh)
+        now = time.time()
+        taken = {c.site for c in mine if c.critical and c.site and c.name not in (before or ())}
+        for site in taken:
+            if site not in self.views.views:
+                continue
+            known = [
+                o
+                for shard in self.group.last_words()
+                for o in (shard.sites.get(site),)
+                if o is not None and o.last_run_at is not None
+            ]
+            view = self.views.views[site]
+            if known:
+                freshest = max(known, key=lambda o: o.last_run_at or 0.0)
+                view = seed(view, freshest, flap_threshold=self.views.hysteresis.flap_threshold)
+            if view.last_run_at is not None and now - view.last_run_at > ages.get(site, 0.0):
+                view = SiteView()
+            self.views.views[site] = view
+
     def probe_context(self) -> ProbeContext:
         assert self.http is not None
         return probe_context(self.config, self.http, self.journal)
@@ -280,7 +425,7 @@ class Agent:
     def apply(self, new: Config) -> None:
         assert self.scheduler is not None
         old_config, self.config = self.config, new
-        checks = plan_checks(new)
+        checks = self.planned = plan_checks(new)
         removed = {c.name for c in self.scheduler.checks} - {c.name for c in checks}
         if new.telemetry.otlp != old_config.telemetry.otlp:
             replaced = self._set_otlp(new)
@@ -291,15 +436,19 @@ class Agent:
             for name in removed:
                 self.otlp.forget_check(name)
         self.scheduler.ctx = self.probe_context()
-        self.scheduler.replace(checks)
+        self.scheduler.aligned = new.agent.group is not None
         self.prometheus.vantage = new.agent.vantage
-        self.prometheus.prune(
-            {c.name for c in checks},
-            {(c.site, c.target) for c in checks if c.kind == "journey" and c.site},
-        )
         self.views.reconfigure(
             tuple(s.name for s in new.sites), {c.name for c in checks}, hysteresis(new)
         )
+        if self._tg is not None and (
+            new.agent.group != old_config.agent.group
+            or new.agent.view_token != old_config.agent.view_token
+            or new.agent.vantage != old_config.agent.vantage
+        ):
+            self._start_group()
+        # A new config is not a hand-over: the share is taken again, uncounted.
+        self._reshare(count=False, force=True)
         self.verdicts = {k: v for k, v in self.verdicts.items() if k in self.views.views}
         self._start_peers()
         self._publish()
@@ -326,8 +475,9 @@ class Agent:
             self.config,
             ready=self.ready and not self._stopping.is_set(),
             view=self.local_view(),
+            shard=self.own_shard() if self.group is not None else None,
             verdicts=self.verdicts,
-            results=self.views.latest,
+            results=latest_results(self.views.latest, self.group),
             peers=self.peers.states,
             timeline=self.timeline,
         )
@@ -335,7 +485,49 @@ class Agent:
     # -- views and verdicts ------------------------------------------------------------------
 
     def local_view(self) -> VantageView:
-        """This vantage's view, as /v1/view serves it."""
+        """This vantage's view, as /v1/view serves it: in a group, the members' merged."""
+        own = self._own_view()
+        if self.group is None:
+            return own
+        return merge_view(
+            own,
+            self.own_shard(own),
+            self.group,
+            evidence_ages=evidence_ages(self.planned, self.group.config.refresh),
+            now=own.generated_at,
+        )
+
+    def own_shard(self, own: VantageView | None = None) -> Shard:
+        """This member's part of its group's view (`/v1/view?scope=member`): the sites whose
+        critical journeys it runs, and the latest results the other members' verdicts read
+        (replication safety, the shared dependencies)."""
+        own = own if own is not None else self._own_view()
+        assert self.config.agent.group is not None
+        mine = {c.name: c for c in (self.scheduler.checks if self.scheduler else ())}
+        held = {c.site for c in mine.values() if c.critical and c.site}
+        return Shard(
+            vantage=self.config.agent.vantage,
+            member=self.config.agent.group.member_name,
+            instance=self.instance,
+            generated_at=own.generated_at,
+            checks=tuple(sorted(mine)),
+            sites=MappingProxyType(
+                {
+                    site: o
+                    for site, o in own.sites.items()
+                    if site in held and o.last_run_at is not None
+                }
+            ),
+            results=tuple(
+                r for name, r in self.views.latest.items() if name in mine and _shared(r)
+            ),
+            self_check=own.self_check,
+            control_clock=own.control_clock,
+            actions=own.actions,
+        )
+
+    def _own_view(self) -> VantageView:
+        """What this agent's own runs say (in a group: about the sites it runs)."""
         return VantageView(
             vantage=self.config.agent.vantage,
             generated_at=time.time(),
@@ -374,13 +566,14 @@ class Agent:
         now = time.time()
         config = self.config
         self.judged_views = [self.local_view(), *self.peers.views()]
+        latest = latest_results(self.views.latest, self.group).values()
         verdicts = decide(
             [(s.name, s.role) for s in config.sites],
             self.judged_views,
             quorum=config.quorum,
             stale_after=config.verdict.peer_stale_after,
             now=now,
-            replication=replication_states(self.views.latest.values()),
+            replication=replication_states(latest),
             previous=self.verdicts,
             controls=self.control.controls(now, maintenance_holds(config.maintenance, now)),
             failback={s.name: failback_policy(config, s) for s in config.sites},
@@ -404,7 +597,6 @@ class Agent:
                     now=now,
                     latched_at=v.latch.at,
                 )
-        latest = self.views.latest.values()
         self.verdicts = {
             site: replace(v, reasons=(*v.reasons, *dependency_reasons(site, latest)))
             for site, v in verdicts.items()
@@ -515,7 +707,9 @@ class Agent:
                 try:
                     report = await retry_pending(
                         self.journal,
-                        self.scheduler.checks,
+                        # Every configured check: a run this member made of a check now
+                        # owned by another member is still this member's to clean up.
+                        self.planned,
                         self.probe_context(),
                         budget=CLEANUP_RETRY_PERIOD,
                     )
@@ -558,6 +752,19 @@ class Agent:
         lags = (lag for t, lag in self._loop_lags if t >= since)
         yield s("event_loop_lag_max_seconds", max(lags, default=0.0))
         yield s("vantage_impaired", 1.0 if self.impaired else 0.0)
+        if self.group is not None:
+            live = self.group.live() or set()
+            yield s("group_members", float(len(live | {self.group.me})))
+            yield s("group_members_listed", float(len(self.group.members)))
+            yield s("group_checks_owned", float(len(self._owned or ())))
+            partial = self.status.view.group is not None and bool(
+                self.status.view.group.get("partial")
+            )
+            yield s("group_partial", 1.0 if partial else 0.0)
+            for direction, n in self.group.stats.handovers.items():
+                yield s("group_handovers_total", float(n), direction)
+            for outcome, n in self.group.stats.fetches.items():
+                yield s("group_fetches_total", float(n), outcome)
         for site, view in self.views.snapshot().items():
             yield s("site_view_down", 1.0 if view.state is SiteState.DOWN else 0.0, site)
             yield s("site_flapping", 1.0 if view.flapping else 0.0, site)
@@ -627,6 +834,14 @@ def settle_heap(*, thaw: bool = True) -> None:
         gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def _shared(result: Result) -> bool:
+    """A result the other members of a group read: a shared dependency's (IdP, DNS, TLS...)
+    or one that bears on data safety or on the verdict's reasons."""
+    return result.kind in DEPENDENCY_GROUPS or any(
+        isinstance(e, ReplicaSafety | Remark) for e in result.evidence
+    )
 
 
 def _bound_port(site: GuardedSite) -> int:

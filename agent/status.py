@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from failsight.agent.config import Config
 from failsight.agent.control import Action, ActionKind
+from failsight.agent.group import Shard
 from failsight.agent.peers import PeerState
 from failsight.agent.timeline import MAX_POINTS_PER_SITE, Point, Timeline
 from failsight.agent.verdict import SiteVerdict
@@ -67,6 +68,8 @@ class Status:
     prometheus_enabled: bool
     view_token: SecretStr | None
     admin_token: SecretStr | None
+    # In a group, this member's own part (`/v1/view?scope=member`); None without a group.
+    shard: Shard | None = None
 
     @property
     def impaired(self) -> bool:
@@ -100,6 +103,7 @@ def build_status(
     ready: bool,
     view: VantageView,
     verdicts: Mapping[str, SiteVerdict],
+    shard: Shard | None = None,
     results: Mapping[str, Result],
     peers: Mapping[str, PeerState],
     timeline: Timeline,
@@ -110,6 +114,7 @@ def build_status(
         published_at=view.generated_at,
         ready=ready,
         view=replace(view, sites=_frozen(view.sites), actions=tuple(view.actions)),
+        shard=shard,
         verdicts=_frozen({site: _frozen_verdict(v) for site, v in verdicts.items()}),
         results=_frozen(results),
         peers=_frozen({name: PeerLink(s.fetched_at, s.error) for name, s in peers.items()}),

@@ -166,17 +166,21 @@ def decide(
     status = {v.vantage: "stale" for v in views if now - v.generated_at > stale_after}
     impaired, total = judge_vantages(fresh, quorum)
     status.update({name: "impaired" for name in impaired})
-    votes = [v for v in fresh if v.vantage not in impaired]
+    all_votes = [v for v in fresh if v.vantage not in impaired]
     roles = dict(sites)
     split = [r for r in replication if r.split_brain]
     out: dict[str, SiteVerdict] = {}
     for site, role in sites:
+        # A vantage with no evidence of this site (a group member's missing shard) is stale
+        # for it: no vote, neither down nor up.
+        votes = [v for v in all_votes if site not in v.missing]
+        absent = {v.vantage: "stale" for v in all_votes if site in v.missing}
         states = {v.vantage: _opinion(v, site).state for v in votes}
         q = Quorum(
             down=sum(1 for s in states.values() if s is SiteState.DOWN),
             fresh=len(votes),
             required=quorum,
-            vantages={**status, **{v: s.value for v, s in states.items()}},
+            vantages={**status, **absent, **{v: s.value for v, s in states.items()}},
         )
         verdict, reasons, target, repl = _judge(
             site, role, q, votes, roles, quorum, replication, controls.holds
@@ -197,7 +201,7 @@ def decide(
             )
         if total:
             reasons = (
-                f"total outage: every site is down in {len(votes)} views; no healthy standby "
+                f"total outage: every site is down in {len(all_votes)} views; no healthy standby "
                 "to fail over to (check shared dependencies and the providers)",
                 *reasons,
             )
@@ -520,6 +524,8 @@ def _standby_seen(view: VantageView, primary: str, standby: str) -> str:
     "up" from a run made before the loss; only a standby checked after the primary went down,
     from the same vantage (one clock), vouches for it.
     """
+    if standby in view.missing:
+        return "no"  # no fresh evidence of the standby from this vantage
     target, failed = _opinion(view, standby), _opinion(view, primary)
     if target.state is not SiteState.UP:
         return "no"

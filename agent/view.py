@@ -131,6 +131,9 @@ class ViewTracker:
     on_recheck: Callable[[str], None] | None = None
     # The latest self-check outcome (`agent.self_check`): None when there is none.
     self_check_ok: bool | None = None
+    # In a group: the latest results of checks other members run (an IdP check whose failure
+    # explains a journey's), by check name.
+    remote: Mapping[str, Result] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for site in self.sites:
@@ -218,6 +221,9 @@ class ViewTracker:
         dependency explains (at auth) while the dependency's own check fails."""
         for dependency in _explaining(result):
             latest = self.latest.get(dependency.check)
+            there = self.remote.get(dependency.check)
+            if there is not None and (latest is None or latest.started_at < there.started_at):
+                latest = there
             if latest is not None and not latest.ok:
                 return (
                     f"{dependency.label} is failing [{latest.reason}]: {latest.message}; "
@@ -298,9 +304,15 @@ class VantageView:
     control_clock: int = 0  # the vantage's control-register Lamport clock
     # Holds, failbacks and latches travel with the view: every agent converges on them.
     actions: tuple[Action, ...] = ()
+    # Sites this vantage has no fresh evidence for (a group member's shard is missing): stale
+    # for this vantage, so it casts no vote on them, never an `up` one (agent/group.py).
+    missing: frozenset[str] = frozenset()
+    # What a group of agents says about itself (members, freshness, partial): shown, never
+    # judged; None for an agent that is not in a group.
+    group: Mapping[str, object] | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "vantage": self.vantage,
             "generated_at": self.generated_at,
             "impaired": self.impaired,
@@ -312,6 +324,10 @@ class VantageView:
                 "actions": [a.to_json() for a in self.actions],
             },
         }
+        if self.group is not None:
+            out["missing_sites"] = sorted(self.missing)
+            out["group"] = dict(self.group)
+        return out
 
     @classmethod
     def from_json(cls, data: object, *, expected: str, received_at: float) -> VantageView:
@@ -335,27 +351,7 @@ class VantageView:
         sites = data.get("sites")
         if not isinstance(sites, Mapping):
             raise ValueError("has no sites")
-        if len(sites) > MAX_SITES:
-            raise ValueError(f"reports {len(sites)} sites, more than {MAX_SITES}")
-        opinions: dict[str, SiteOpinion] = {}
-        for site, body in sites.items():
-            if not isinstance(site, str) or not _is_site_name(site):
-                continue  # no configured site has this name: nothing here would ever read it
-            if not isinstance(body, Mapping):
-                raise ValueError(f"site {_shown(site)} is not an object")
-            state = body.get("state")
-            if not isinstance(state, str) or state not in _STATES:
-                raise ValueError(f"site {_shown(site)} has state {_shown(state)}")
-            opinions[site] = SiteOpinion(
-                state=SiteState(state),
-                since=_time(body.get("since")) or 0.0,
-                evidence=_evidence(body.get("evidence")),
-                last_run_at=_time(body.get("last_run_at")),
-                flapping=body.get("flapping") is True,
-                episode_since=_time(body.get("episode_since")),
-                failures=_count(body.get("consecutive_failures")),
-                successes=_count(body.get("consecutive_successes")),
-            )
+        opinions = opinions_from_json(sites)
         every = data.get("every_site_failing")
         self_check = data.get("self_check")
         clock, actions = _control(data.get("control"))
@@ -369,7 +365,58 @@ class VantageView:
             impaired=data.get("impaired") is True,
             control_clock=clock,
             actions=actions,
+            missing=_site_names(data.get("missing_sites")),
+            group=_group_summary(data.get("group")),
         )
+
+
+def opinions_from_json(sites: Mapping[object, object]) -> dict[str, SiteOpinion]:
+    """The `sites` object of a view (or of a group member's shard); ValueError if bad."""
+    if len(sites) > MAX_SITES:
+        raise ValueError(f"reports {len(sites)} sites, more than {MAX_SITES}")
+    opinions: dict[str, SiteOpinion] = {}
+    for site, body in sites.items():
+        if not isinstance(site, str) or not _is_site_name(site):
+            continue  # no configured site has this name: nothing here would ever read it
+        if not isinstance(body, Mapping):
+            raise ValueError(f"site {_shown(site)} is not an object")
+        state = body.get("state")
+        if not isinstance(state, str) or state not in _STATES:
+            raise ValueError(f"site {_shown(site)} has state {_shown(state)}")
+        opinions[site] = SiteOpinion(
+            state=SiteState(state),
+            since=_time(body.get("since")) or 0.0,
+            evidence=_evidence(body.get("evidence")),
+            last_run_at=_time(body.get("last_run_at")),
+            flapping=body.get("flapping") is True,
+            episode_since=_time(body.get("episode_since")),
+            failures=_count(body.get("consecutive_failures")),
+            successes=_count(body.get("consecutive_successes")),
+        )
+    return opinions
+
+
+def _site_names(value: object) -> frozenset[str]:
+    """A list of site names (`missing_sites`): what is not a site name is dropped."""
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(
+        v for v in itertools.islice(value, MAX_SITES) if isinstance(v, str) and _is_site_name(v)
+    )
+
+
+def _group_summary(value: object) -> Mapping[str, object] | None:
+    """What a peer's view says of its group, as far as this agent shows it: whether it is
+    partial and how many members contributed (the member list itself is not kept)."""
+    if not isinstance(value, Mapping):
+        return None
+    members = value.get("members")
+    live = (
+        sum(1 for m in members[:MAX_SITES] if isinstance(m, Mapping) and m.get("state") == "live")
+        if isinstance(members, list)
+        else 0
+    )
+    return MappingProxyType({"partial": value.get("partial") is True, "live_members": live})
 
 
 _STATES = frozenset(s.value for s in SiteState)
@@ -419,8 +466,9 @@ def _time(value: object) -> float | None:
     if (
         isinstance(value, int | float)
         and not isinstance(value, bool)
-        and math.isfinite(value)
+        # The range first: math.isfinite raises OverflowError for a 400-digit integer.
         and 0 <= value < 1e11
+        and math.isfinite(value)
     ):
         return float(value)
     return None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from failsight.core.check import Check, ProbeContext, Run
-from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Timeout
+from failsight.core.configtypes import Duration, Interval, Model, Name, Placed, Scheduled, Timeout
 from failsight.core.kind import Env, Kind, Loc
 from failsight.core.redact import excerpt
 from failsight.core.results import Measurement, Reason, Remark, Result
@@ -100,7 +100,7 @@ class DnsResolverConfig(Model):
     recursion: bool = True
 
 
-class DnsConfig(Scheduled):
+class DnsConfig(Scheduled, Placed):
     """One global name, the resolvers to ask, and which answer means which site."""
 
     name: DnsName
@@ -187,6 +187,7 @@ class DnsCheck(Check):
             # `timeout` result with facts rather than as a cut-off run.
             budget=cfg.timeout,
             site=None,
+            placement=cfg.placement,
         )
         self.cfg = cfg
         self.resolver = resolver

@@ -26,6 +26,7 @@ from failsight.core.check import Check, ProbeContext, Run, idp_check_name
 from failsight.core.configtypes import (
     Interval,
     Name,
+    Placed,
     Scheduled,
     Secret,
     Timeout,
@@ -113,7 +114,7 @@ Leeway = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_leewa
 """A duration that may be zero (`0s` means no leeway), at most a day."""
 
 
-class IdpConfig(Scheduled):
+class IdpConfig(Scheduled, Placed):
     """One OIDC identity provider: what the `idp` check probes and journeys get tokens from."""
 
     name: Name
@@ -555,6 +556,7 @@ class IdpCheck(Check):
             # The check bounds itself with its budget so a slow IdP still yields the phase it
             # was stuck in; the hard limit (budget + margin) is only the backstop.
             budget=cfg.timeout,
+            placement=cfg.placement,
         )
         self.cfg = cfg
         self.tls = ssl_context(cfg.ca_file)

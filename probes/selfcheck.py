@@ -50,6 +50,8 @@ class SelfCheck(Check):
             interval=config.interval,
             budget=config.timeout,
             margin=0.0,  # aiohttp's total timeout below is the budget
+            # Whether this member reaches out: each member of a group asks for itself.
+            placement="every_member",
         )
         self.config = config
 

@@ -20,7 +20,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, field_validator
 
 from failsight.core.check import Check, ProbeContext, Run
-from failsight.core.configtypes import Interval, Name, Scheduled, Timeout
+from failsight.core.configtypes import Interval, Name, Placed, Scheduled, Timeout
 from failsight.core.http import ssl_context
 from failsight.core.kind import Env, Kind, Loc
 from failsight.core.net import open_tcp, os_error
@@ -62,7 +62,7 @@ def _pattern(value: str) -> str:
 Host = Annotated[str, AfterValidator(_host)]
 
 
-class TcpConfig(Scheduled):
+class TcpConfig(Scheduled, Placed):
     """One TCP endpoint; `name` is the `target` label."""
 
     name: Name
@@ -121,6 +121,7 @@ class TcpCheck(Check):
             budget=cfg.timeout,
             site=cfg.site,
             critical=False,
+            placement=cfg.placement,
         )
         self.cfg = cfg
         self._expect = re.compile(cfg.expect) if cfg.expect is not None else None

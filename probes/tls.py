@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator, Field
 
 from failsight.core.check import Check, ProbeContext, Run, wall_now
-from failsight.core.configtypes import Duration, Interval, Name, Scheduled, Timeout
+from failsight.core.configtypes import Duration, Interval, Name, Placed, Scheduled, Timeout
 from failsight.core.kind import Env, Kind
 from failsight.core.net import open_tcp
 from failsight.core.results import CheckFailure, Measurement, Reason, Result
@@ -54,7 +54,7 @@ def _host(value: str) -> str:
 Host = Annotated[str, AfterValidator(_host)]
 
 
-class TlsConfig(Scheduled):
+class TlsConfig(Scheduled, Placed):
     """One TLS endpoint; `name` is the `target` label."""
 
     name: Name
@@ -138,6 +138,7 @@ class TlsCheck(Check):
             # this probe's `timeout` result before the hard limit.
             budget=cfg.timeout,
             site=None,
+            placement=cfg.placement,
         )
         self.cfg = cfg
         self.server_name = cfg.verify_name

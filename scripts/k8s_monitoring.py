@@ -20,6 +20,7 @@ tests/deploy/test_deploy.py fails until the files are current.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,20 @@ def prometheus_rule(configs: tuple[Path, ...] = CONFIGS) -> str:
             copy = Path(scratch) / f"{index}-{config.name}"
             copy.write_text(config.read_text().replace(SECRETS_DIR, f"{secrets}/"))
             args += ["--config", str(copy)]
-        done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+        # The config names the pod and its group's SRV name from the environment the manifests
+        # give the agent container (agent.group); the rules need neither.
+        pod = {
+            "POD_NAME": "rules",
+            "FAILSIGHT_GROUP_SRV": "_failsight._tcp.failsight-group.failsight.svc.cluster.local",
+        }
+        done = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env={**os.environ, **pod},
+        )
     if done.returncode != 0:
         raise SystemExit(f"failsight rules failed:\n{done.stderr}")
     return done.stdout

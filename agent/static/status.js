@@ -338,6 +338,26 @@
     $("peers").replaceChildren(...parts);
   }
 
+  // The agents of this vantage sharing its checks (agent.group): who answers, who runs what.
+  function renderGroup(verdict) {
+    const group = verdict.group;
+    $("group-section").hidden = !group;
+    if (!group) return;
+    const members = group.members || [];
+    const lead = el("p", {},
+      `${group.live_members} of ${members.length} listed member(s) answer; this is ${group.member}. `,
+      group.partial ? okBadge(false, null) : okBadge(true, null),
+      group.partial ? " partial: a member or a site's evidence is missing" : " complete");
+    $("group").replaceChildren(lead, members.length
+      ? table(["Member", "State", "Checks", "Sites", "Heard from", "Error"], members.map((m) =>
+        el("tr", { "data-member": m.name || m.url || "" },
+          el("td", {}, (m.name || "?") + (m.self ? " (this one)" : ""), el("br"), m.url || ""),
+          el("td", {}, m.state), el("td", { class: "num" }, m.checks_owned == null ? "" : String(m.checks_owned)),
+          el("td", {}, (m.sites || []).join(", ")), el("td", { class: "num" }, ago(m.age_seconds == null ? null : agentNow() - m.age_seconds)),
+          el("td", {}, m.error || ""))))
+      : empty("No member listed yet."));
+  }
+
   // Sites whose traffic must go (or stay) elsewhere, and a total outage: the red banner.
   function renderOutage(verdict) {
     const sites = Object.entries(verdict.sites || {});
@@ -552,6 +572,7 @@
     const others = data.results ? renderResults(data.results, verdict.dependencies) : [];
     renderDependencies(verdict.dependencies);
     renderPeers(verdict, others);
+    renderGroup(verdict);
     const worst = Object.entries(verdict.sites || {})
       .filter(([, s]) => s.verdict !== "healthy")
       .map(([name, s]) => s.verdict + " " + name);

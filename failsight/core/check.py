@@ -135,6 +135,7 @@ class Check(abc.ABC):
         margin: float = TIMEOUT_MARGIN,
         site: str | None = None,
         critical: bool = False,
+        placement: str = "sharded",
     ) -> None:
         self.name = name
         self.target = target
@@ -143,6 +144,8 @@ class Check(abc.ABC):
         self.timeout = budget + margin  # the hard limit `run` enforces
         self.site = site
         self.critical = critical
+        # "sharded": one member of a group runs it; "every_member": each member does.
+        self.placement = placement
 
     async def run(self, ctx: ProbeContext) -> Result:
         """Run once and describe what happened; never raises (but for cancellation)."""

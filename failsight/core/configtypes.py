@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -169,3 +169,15 @@ class Scheduled(Model):
                 "a run would overlap the next one"
             )
         return None
+
+
+# Where a check runs in a group of agents (agent.group): on exactly one live member (the
+# default, so synthetic traffic does not grow with the number of members), or on every member
+# (a check of each member's own surroundings, such as the node's DNS resolver).
+Placement = Literal["sharded", "every_member"]
+
+
+class Placed(Model):
+    """A config of a check that a group of agents shares out (`placement`)."""
+
+    placement: Placement = "sharded"

@@ -56,6 +56,7 @@ class JourneyCheck(Check):
             budget=cfg.timeout + cfg.cleanup_timeout,
             site=site,
             critical=cfg.critical,
+            placement=cfg.placement,
         )
         self.cfg = cfg
         if cfg.idp is not None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from failsight.core.configtypes import Duration, Interval, Model, Name, Secret, Timeout
+from failsight.core.configtypes import Duration, Interval, Model, Name, Placed, Secret, Timeout
 from failsight.probes.templating import JsonPath, json_kind, render_pattern
 
 # Variables every run defines before its first step.
@@ -311,7 +311,7 @@ class Step(Model):
         return value
 
 
-class JourneyConfig(Model):
+class JourneyConfig(Placed):
     name: Name
     sites: list[str] | None = None  # default: every configured site
     interval: Interval = 30.0

@@ -77,6 +77,7 @@ class ReplicationCheck(Check):
             margin=0.0,  # the phases below end the run inside its budget
             site=cfg.primary.site,
             critical=False,
+            placement=cfg.placement,
         )
         self.cfg = cfg
         self.vantage = vantage

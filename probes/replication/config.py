@@ -11,7 +11,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from failsight.core.configtypes import Duration, Interval, Model, Name, Scheduled, Secret, Timeout
+from failsight.core.configtypes import (
+    Duration,
+    Interval,
+    Model,
+    Name,
+    Placed,
+    Scheduled,
+    Secret,
+    Timeout,
+)
 
 _IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
 _TABLE = re.compile(rf"^({_IDENTIFIER})\.({_IDENTIFIER})$")
@@ -52,7 +61,7 @@ class ReplicaConfig(ReplicationEndpoint):
         return data
 
 
-class ReplicationConfig(Scheduled):
+class ReplicationConfig(Scheduled, Placed):
     """One `replication:` entry: a primary, its replicas and the RPO their lag is judged by."""
 
     # A refused DSN must not be echoed in errors: it holds a password. Pydantic takes this

@@ -11,10 +11,13 @@ import functools
 import importlib.util
 import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -67,6 +70,8 @@ RECOMMENDED = tuple(
 # Labels that change with a release, or that the release component adds: never in a selector,
 # which is immutable (a DaemonSet's cannot change in place).
 NOT_IN_SELECTORS = {f"app.kubernetes.io/{key}" for key in ("version", "managed-by", "instance")}
+# The headless Service whose SRV records list a group's members (agent.group.srv).
+GROUP_SERVICE = "failsight-group"
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,8 +219,79 @@ def with_secrets(files: list[tuple[str, str]], directory: Path) -> list[Path]:
     return paths
 
 
+def pod_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The environment the kubelet gives the agent container: the downward API's fields as a
+    pod of the rendered workload would have them (its name is the workload's plus the suffix
+    the controller generates), and literal values with `$(NAME)` expanded from the variables
+    defined before them, as the kubelet expands them."""
+    template = workload(objects)
+    fields = {
+        "metadata.name": f"{template['metadata']['name']}-7x2kq",
+        "metadata.namespace": template["metadata"]["namespace"],
+    }
+    out: dict[str, str] = {}
+    for var in failsight_container(template["spec"]["template"]["spec"]).get("env", []):
+        if "value" in var:
+            out[var["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: out.get(m.group(1), m.group(0)),
+                var["value"],
+            )
+        else:
+            out[var["name"]] = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+    return out
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with these variables set, as the pod has them, restored afterwards: the
+    config's `${env:...}` references are resolved from the real environment at load."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def agent_config(deployable: str, directory: Path) -> Config:
-    return load_config(*with_secrets(config_files(rendered(deployable)), directory))
+    objects = rendered(deployable)
+    with environment(pod_env(objects)):
+        return load_config(*with_secrets(config_files(objects), directory))
+
+
+def group_settings(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """agent.group as the config files the pod reads set it (later files merge over earlier
+    ones key by key), before any `${env:...}` is resolved."""
+    merged: dict[str, Any] = {}
+    for _, text in config_files(objects):
+        merged.update((yaml.safe_load(text).get("agent") or {}).get("group") or {})
+    return merged
+
+
+def resolve_env(text: str, values: dict[str, str]) -> str:
+    """`${env:NAME}` replaced from the pod's environment; a name it lacks fails the test."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        assert name in values, f"${{env:{name}}}: the agent container does not set {name}"
+        return values[name]
+
+    return re.sub(r"\$\{env:([^}]*)\}", substitute, text)
+
+
+def services(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in objects if d["kind"] == "Service"}
+
+
+def api_service(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Service with a cluster IP: the agents' API for operators, peers, health checkers."""
+    (found,) = [s for s in services(objects).values() if s["spec"].get("clusterIP") != "None"]
+    return found
 
 
 def generator_script() -> ModuleType:
@@ -338,6 +414,25 @@ def cluster_dns_allowed(policy: dict[str, Any]) -> set[str]:
             }:
                 allowed |= {p["protocol"] for p in rule["ports"] if p["port"] == 53}
     return allowed
+
+
+def reaches_pods(policy: dict[str, Any], direction: str, labels: dict[str, str], port: int) -> bool:
+    """Whether an ingress (`from`) or egress (`to`) rule allows TCP `port` between the policy's
+    pods and pods with these labels in the policy's own namespace (a podSelector without a
+    namespaceSelector)."""
+    peers_key = "from" if direction == "ingress" else "to"
+    for rule in policy["spec"].get(direction, []):
+        if not _port_allowed(rule.get("ports"), port, "TCP"):
+            continue
+        peers = rule.get(peers_key)
+        if not peers:
+            return True
+        for peer in peers:
+            if "podSelector" in peer and "namespaceSelector" not in peer:
+                selector = peer["podSelector"].get("matchLabels", {})
+                if selector.items() <= labels.items():
+                    return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,7 +769,7 @@ def networkpolicy() -> dict[str, Any]:
     return one(rendered(OVERLAYS[0]), "NetworkPolicy")
 
 
-def test_networkpolicy_admits_prometheus_and_the_peers_to_the_agent_port_only() -> None:
+def test_networkpolicy_admits_prometheus_peers_and_members_to_the_agent_port_only() -> None:
     policy = networkpolicy()
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     daemonset = workload(rendered(OVERLAYS[0]))
@@ -685,10 +780,14 @@ def test_networkpolicy_admits_prometheus_and_the_peers_to_the_agent_port_only() 
         assert rule["from"], "an ingress rule without `from` admits everyone"
         sources += rule["from"]
     pods = [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for s in sources]
-    assert pods == ["prometheus", "ingress-nginx"]
-    for source in sources:
+    assert pods == ["prometheus", "ingress-nginx", "failsight"]
+    *others, group = sources
+    for source in others:
         # A podSelector alone means this namespace: each names the namespace it trusts.
         assert set(source["namespaceSelector"]["matchLabels"]) == {"kubernetes.io/metadata.name"}
+    # The group's members: the agent pods of this namespace, exactly those the policy covers.
+    assert set(group) == {"podSelector"}
+    assert group["podSelector"] == policy["spec"]["podSelector"]
 
 
 @pytest.mark.parametrize("deployable", OVERLAYS)
@@ -714,6 +813,9 @@ def test_networkpolicy_egress_allows_nothing_the_config_does_not_use(tmp_path: P
     targets = egress_targets(agent_config(OVERLAYS[0], tmp_path))
     used = {(port, protocol) for _, _, port, protocol in targets}
     used |= {(port, "TCP") for port in secret_ports()} | {(53, "UDP"), (53, "TCP")}
+    # The group's members, pod to pod on the port the headless Service publishes.
+    (member_port,) = services(rendered(OVERLAYS[0]))[GROUP_SERVICE]["spec"]["ports"]
+    used.add((member_port["port"], "TCP"))
     allowed = {(p["port"], p["protocol"]) for r in policy["spec"]["egress"] for p in r["ports"]}
     assert allowed == used
     resolvers = {host for what, host, _, _ in targets if what.startswith("dns ")}
@@ -744,7 +846,8 @@ telemetry:
   otlp:
     - {name: collector, endpoint: "http://otel.example.com:4318", protocol: http/protobuf}
 """
-    config = load_config(*with_secrets([*files, ("extra.yaml", extra)], tmp_path))
+    with environment(pod_env(rendered(OVERLAYS[0]))):
+        config = load_config(*with_secrets([*files, ("extra.yaml", extra)], tmp_path))
     policy = networkpolicy()
     refused = {t[0] for t in egress_targets(config) if not egress_allows(policy, *t[1:])}
     assert refused == {"tcp cache", "dns orders.example.com", "otlp collector"}
@@ -840,7 +943,7 @@ def test_podmonitor_scrapes_the_agent_port_of_the_workload_pods(deployable: str)
 @pytest.mark.parametrize("deployable", DEPLOYABLE)
 def test_service_and_annotations_reach_the_agent(deployable: str, tmp_path: Path) -> None:
     objects = rendered(deployable)
-    service = one(objects, "Service")
+    service = api_service(objects)
     template = workload(objects)["spec"]["template"]
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     (port,) = failsight_container(template["spec"])["ports"]
@@ -854,18 +957,174 @@ def test_service_and_annotations_reach_the_agent(deployable: str, tmp_path: Path
 
 
 # --------------------------------------------------------------------------------------------
+# The group: the agents of one cloud find each other and split the checks (docs/groups.md)
+
+
+@pytest.mark.parametrize("name", ["daemonset", *DEPLOYABLE])
+def test_a_headless_service_publishes_every_agent_pod_as_a_member(name: str) -> None:
+    objects = rendered(name)
+    group = services(objects)[GROUP_SERVICE]
+    spec = group["spec"]
+    # Headless: no cluster IP to balance over, only DNS with one SRV record per pod.
+    assert spec["clusterIP"] == "None"
+    # Every pod is listed, ready or not: the members decide who is live by asking each other,
+    # without the kubelet's readiness delay on each hand-over.
+    assert spec["publishNotReadyAddresses"] is True
+    template = workload(objects)["spec"]["template"]
+    (port,) = failsight_container(template["spec"])["ports"]
+    # The port's name is the SRV service (_failsight._tcp...), its number what the SRV carries.
+    assert spec["ports"] == [
+        {
+            "name": "failsight",
+            "port": port["containerPort"],
+            "targetPort": port["name"],
+            "protocol": "TCP",
+        }
+    ]
+    # Exactly the agent pods: those the API Service selects, by labels that never change.
+    assert spec["selector"].items() <= template["metadata"]["labels"].items()
+    assert spec["selector"] == api_service(objects)["spec"]["selector"]
+    assert group["metadata"]["namespace"] == workload(objects)["metadata"]["namespace"]
+
+
+@pytest.mark.parametrize("name", ["daemonset", *DEPLOYABLE])
+def test_each_pod_knows_its_name_and_the_groups_srv_name(name: str) -> None:
+    objects = rendered(name)
+    container = failsight_container(workload(objects)["spec"]["template"]["spec"])
+    env = {v["name"]: v.get("valueFrom", v.get("value")) for v in container["env"]}
+    assert env == {
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        # Built from the pod's own namespace by the kubelet, so it follows `namespace:` in the
+        # kustomization; POD_NAMESPACE is defined before it, as the expansion needs.
+        "FAILSIGHT_GROUP_SRV": (
+            f"_failsight._tcp.{GROUP_SERVICE}.$(POD_NAMESPACE).svc.cluster.local"
+        ),
+    }
+    namespace = workload(objects)["metadata"]["namespace"]
+    assert pod_env(objects)["FAILSIGHT_GROUP_SRV"] == (
+        f"_failsight._tcp.{GROUP_SERVICE}.{namespace}.svc.cluster.local"
+    )
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLE)
+def test_the_config_finds_the_members_through_the_headless_service(
+    deployable: str, tmp_path: Path
+) -> None:
+    objects = rendered(deployable)
+    settings = group_settings(objects)
+    env_values = pod_env(objects)
+    namespace = workload(objects)["metadata"]["namespace"]
+    (port,) = services(objects)[GROUP_SERVICE]["spec"]["ports"]
+    expected = f"_{port['name']}._tcp.{GROUP_SERVICE}.{namespace}.svc.cluster.local"
+    # As written (each pod resolves it from its own environment) and as the pod resolves it.
+    assert settings["member"] == "${env:POD_NAME}"
+    assert settings["srv"] == "${env:FAILSIGHT_GROUP_SRV}"
+    assert resolve_env(settings["srv"], env_values) == expected
+    assert settings["refresh"] == "5s"
+    assert "members" not in settings, "srv or a static list, not both"
+    config = agent_config(deployable, tmp_path)
+    group = config.agent.group
+    assert group is not None
+    assert group.member == env_values["POD_NAME"]
+    assert group.srv == expected
+
+
+def test_the_srv_name_follows_the_namespace_the_pods_run_in() -> None:
+    # The sidecar runs in the order API's namespace, the DaemonSet in its own: one base config
+    # serves both because the namespace comes from the pod, not from the file.
+    namespaces = {workload(rendered(name))["metadata"]["namespace"] for name in DEPLOYABLE}
+    assert namespaces == {"failsight", "orders"}
+    srvs = {
+        resolve_env(group_settings(rendered(name))["srv"], pod_env(rendered(name)))
+        for name in DEPLOYABLE
+    }
+    assert srvs == {
+        f"_failsight._tcp.{GROUP_SERVICE}.{namespace}.svc.cluster.local" for namespace in namespaces
+    }
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLE)
+def test_the_rendered_config_passes_failsight_validate(deployable: str, tmp_path: Path) -> None:
+    # The real command, in a process with the pod's environment, as `kubectl exec ... failsight
+    # validate` would run it.
+    objects = rendered(deployable)
+    paths = [str(p) for p in with_secrets(config_files(objects), tmp_path)]
+    command = [sys.executable, "-m", "failsight", "validate", *paths]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **pod_env(objects)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{' + '.join(paths)}: ok"
+    # Without the downward API's variables it is refused, naming the key: a pod without them
+    # would not start as a member named after nothing.
+    bare = {k: v for k, v in os.environ.items() if k not in pod_env(objects)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=bare)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "agent.group.member: environment variable POD_NAME is not set" in done.stderr
+    assert "agent.group.srv: environment variable FAILSIGHT_GROUP_SRV is not set" in done.stderr
+
+
+@pytest.mark.parametrize("deployable", OVERLAYS)
+def test_networkpolicy_lets_the_members_reach_each_other(deployable: str) -> None:
+    objects = rendered(deployable)
+    policy = one(objects, "NetworkPolicy")
+    pods = workload(objects)["spec"]["template"]["metadata"]["labels"]
+    (port,) = services(objects)[GROUP_SERVICE]["spec"]["ports"]
+    # Each member asks the others pod to pod: out of one agent pod and into another.
+    assert reaches_pods(policy, "egress", pods, port["port"])
+    assert reaches_pods(policy, "ingress", pods, port["port"])
+    # The SRV lookups go to the cluster's DNS (no agent.group.nameservers in the config).
+    assert "nameservers" not in group_settings(objects)
+    assert cluster_dns_allowed(policy) == {"UDP", "TCP"}
+    # The member rules admit the agents only, not every pod of the namespace.
+    for rule in policy["spec"]["ingress"] + policy["spec"]["egress"]:
+        for peer in rule.get("from", []) + rule.get("to", []):
+            if "podSelector" in peer and "namespaceSelector" not in peer:
+                assert peer["podSelector"] == policy["spec"]["podSelector"]
+
+
+def test_the_member_check_fails_without_the_rules() -> None:
+    # The test above must notice a policy that forgets the members.
+    policy = networkpolicy()
+    pods = workload(rendered(OVERLAYS[0]))["spec"]["template"]["metadata"]["labels"]
+    for direction in ("ingress", "egress"):
+        peers_key = "from" if direction == "ingress" else "to"
+        policy["spec"][direction] = [
+            rule
+            for rule in policy["spec"][direction]
+            if not any(set(peer) == {"podSelector"} for peer in rule.get(peers_key, []))
+        ]
+        assert not reaches_pods(policy, direction, pods, 9747)
+
+
+# --------------------------------------------------------------------------------------------
 # The example config and where its secrets come from
 
 
 def test_the_config_reads_its_secrets_from_the_mounted_secret(tmp_path: Path) -> None:
-    files = config_files(rendered(OVERLAYS[0]))
+    objects = rendered(OVERLAYS[0])
+    files = config_files(objects)
     text = "".join(text for _, text in files)
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     references = re.findall(r"\$\{(env|file):([^}]*)\}", "\n".join(lines))
     assert references, "the example shows how secrets are referenced"
     secret = secret_example()
+    container = failsight_container(workload(objects)["spec"]["template"]["spec"])
+    # The only variables: names for agent.group, from the downward API or written in the
+    # manifest, never a Secret's key (visible in `kubectl describe`).
+    variables = {v["name"] for v in container["env"]}
+    for var in container["env"]:
+        assert "value" in var or set(var["valueFrom"]) == {"fieldRef"}, var
     for source, ref in references:
-        # Secrets come from the mounted Secret, never from env (visible in `kubectl describe`).
+        if source == "env":
+            assert ref in variables, ref
+            continue
+        # Secrets come from the mounted Secret, never from env.
         assert source == "file" and ref.startswith(SECRETS_DIR + "/"), ref
         assert ref.removeprefix(SECRETS_DIR + "/") in secret, ref
     config = agent_config(OVERLAYS[0], tmp_path)
@@ -885,7 +1144,10 @@ def test_the_config_fails_naming_each_file_without_its_secrets(tmp_path: Path) -
     for name, text in config_files(rendered(OVERLAYS[0])):
         paths.append(tmp_path / name)
         paths[-1].write_text(text)
-    with pytest.raises(ConfigInvalid) as caught:
+    # With the pod's environment: every value the config references is blanked out of error
+    # messages, so none may be as common a word as the namespace, or the path below would read
+    # /etc/[redacted]/secrets/.
+    with environment(pod_env(rendered(OVERLAYS[0]))), pytest.raises(ConfigInvalid) as caught:
         load_config(*paths)
     message = str(caught.value)
     assert "cannot read secret file /etc/failsight/secrets/" in message
