@@ -6,7 +6,7 @@ Regenerate: `.venv/bin/python -m failsight.agent.limitsdoc > docs/limits.md`
 
 from __future__ import annotations
 
-from failsight.agent import api, peers, server, view, yamlsource
+from failsight.agent import api, group, peers, resultwire, server, view, yamlsource
 from failsight.core import configtypes, redact
 from failsight.core.configtypes import human
 from failsight.probes import idp, journal, journey
@@ -169,6 +169,36 @@ def _peer_views() -> str:
     )
 
 
+def _group_shards() -> str:
+    """What a member of a group may send: the bounds on `/v1/view?scope=member` bodies."""
+    return "## What a group member may send (`/v1/view?scope=member`)\n\n" + _table(
+        [
+            ("members listed", str(group.MAX_MEMBERS), "the rest ignored"),
+            (
+                "requests to the members, all together",
+                f"{group.MAX_FETCH_RATE:g} a second",
+                "rounds longer than `refresh`",
+            ),
+            (
+                "shard body",
+                _size(group.MAX_SHARD_BYTES),
+                "that member is unreachable (its checks move)",
+            ),
+            (
+                "checks / results in a shard",
+                f"{group.MAX_SHARD_CHECKS} / {group.MAX_SHARD_RESULTS}",
+                "that member is unreachable",
+            ),
+            ("a result that is not one", "-", "that result skipped"),
+            (
+                "evidence per shared result",
+                f"{resultwire.MAX_EVIDENCE} items",
+                "the rest dropped",
+            ),
+        ]
+    )
+
+
 def _api_server() -> str:
     """The API server: timeouts, connection and request bounds."""
     return (
@@ -251,6 +281,7 @@ def render() -> str:
         _secrets(),
         _target_answers(),
         _peer_views(),
+        _group_shards(),
         _api_server(),
         _cleanup_journal(),
     ]

@@ -142,7 +142,7 @@ class Agent:
         # finds its own entry in the group's list by it.
         self.instance = secrets.token_hex(8)
         # Every check the config asks for; the scheduler runs this member's share of them.
-        self.planned: list[Check] = plan_checks(config)
+        self.planned: list[Check] = []  # planned when the agent runs
         self.group: GroupPoller | None = None
         self._group_task: asyncio.Task[None] | None = None
         self._owned: set[str] | None = None  # the checks run here, once a share is known
@@ -765,9 +765,13 @@ class Agent:
                 yield s("group_handovers_total", float(n), direction)
             for outcome, n in self.group.stats.fetches.items():
                 yield s("group_fetches_total", float(n), outcome)
-        for site, view in self.views.snapshot().items():
-            yield s("site_view_down", 1.0 if view.state is SiteState.DOWN else 0.0, site)
-            yield s("site_flapping", 1.0 if view.flapping else 0.0, site)
+        # The vantage's view as published: in a group, the members' merged one, so that every
+        # member says the same of each site (a missing site is not down).
+        view = self.status.view
+        for site, opinion in view.sites.items():
+            down = opinion.state is SiteState.DOWN and site not in view.missing
+            yield s("site_view_down", 1.0 if down else 0.0, site)
+            yield s("site_flapping", 1.0 if opinion.flapping else 0.0, site)
         for site, verdict in self.verdicts.items():
             for word in Verdict:
                 yield s("site_verdict", 1.0 if verdict.verdict is word else 0.0, site, word.value)
