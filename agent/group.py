@@ -53,6 +53,7 @@ MAX_ERROR_CHARS = 300
 # critical intervals (plus the refresh): an owner that stopped running it (stuck, or a stale
 # opinion carried over a hand-over) does not keep the site `up` or `down` for long.
 EVIDENCE_INTERVALS = 3.0
+SELF_EVERY = 12  # rounds between the requests a member sends itself once it has found itself
 DEPARTED_KEPT = 600.0
 
 MemberStateName = Literal["live", "unreachable", "not_ready"]
@@ -333,6 +334,10 @@ class GroupPoller:
         self.listed = False  # a member list has been resolved at least once
         self.stats = GroupStats()
         self._resolve_error: str | None = None
+        self._rounds = 0
+        # Whether this member is ready (answers its own shard request with 200), once it has
+        # found itself in the list: then it no longer sends itself a request every round.
+        self.ready: Callable[[], bool] | None = None
         self._warned_duplicate: set[str] = set()
 
     # -- what the rest of the agent reads -------------------------------------------------------
@@ -373,7 +378,7 @@ class GroupPoller:
                 self.on_change()
             # Each member is asked at most MAX_FETCH_RATE times a second in all: a group too
             # large for one round per refresh is asked less often (linear traffic).
-            period = max(self.config.refresh, len(self.members) / MAX_FETCH_RATE)
+            period = max(self.config.refresh, len(self.others()) / MAX_FETCH_RATE)
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def refresh(self) -> None:
@@ -401,8 +406,18 @@ class GroupPoller:
             async with semaphore:
                 self.members[member.url] = await self.fetch(member)
 
+        self._rounds += 1
         async with asyncio.TaskGroup() as tg:
             for member in list(self.members.values()):
+                if member.is_self and self._rounds % SELF_EVERY and self.ready is not None:
+                    # Found already: this member knows its own readiness without asking
+                    # itself. Asked again now and then, in case the address changed hands.
+                    self.members[member.url] = replace(
+                        member,
+                        state="live" if self.ready() else "not_ready",
+                        fetched_at=time.time(),
+                    )
+                    continue
                 tg.create_task(one(member))
         self._check_duplicates()
 
@@ -456,10 +471,10 @@ class GroupPoller:
             ):
                 now = time.time()
                 if response.status == 304 and member.shard is not None:
-                    self.stats.fetches["unchanged"] += 1
+                    self._count("unchanged", member)
                     return replace(member, state="live", fetched_at=now, error=None)
                 if response.status == 503:
-                    self.stats.fetches["error"] += 1
+                    self._count("error", member)
                     return replace(member, state="not_ready", error="not ready (HTTP 503)")
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
@@ -477,7 +492,7 @@ class GroupPoller:
         except Exception as exc:  # a bad answer is that member's fault: it is unreachable
             error = f"bad shard: {exc}"
         else:
-            self.stats.fetches["changed"] += 1
+            self._count("changed", member)
             if member.state != "live" and member.fetched_at is not None:
                 log.info("group member %s (%s) answers again", shard.member, member.url)
             return Member(
@@ -491,12 +506,18 @@ class GroupPoller:
                 is_self=shard.instance == self.instance,
                 server_hostname=member.server_hostname,
             )
-        self.stats.fetches["error"] += 1
+        self._count("error", member)
         error = excerpt(" ".join(error.split()), MAX_ERROR_CHARS, unprintable=" ")
         if member.state == "live":
             log.warning("group member %s (%s) does not answer: %s", member.name, member.url, error)
         # Its last shard is kept (a new owner of its sites starts from it), not used.
         return replace(member, state="unreachable", error=error, etag=None)
+
+    def _count(self, outcome: str, member: Member) -> None:
+        # The requests to the others: what the group's traffic is (a member asks itself only
+        # to find itself in the list, and then once every SELF_EVERY rounds).
+        if not member.is_self:
+            self.stats.fetches[outcome] += 1
 
     def _check_duplicates(self) -> None:
         by_name: dict[str, set[str]] = {}

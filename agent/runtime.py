@@ -146,6 +146,8 @@ class Agent:
         self.group: GroupPoller | None = None
         self._group_task: asyncio.Task[None] | None = None
         self._owned: set[str] | None = None  # the checks run here, once a share is known
+        # For each site another member saw go down: the `since` this member rechecked for.
+        self._rechecked_down: dict[str, float] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
         self._settling: asyncio.Task[None] | None = None
@@ -163,7 +165,7 @@ class Agent:
                 self.probe_context(),
                 self.fanout,
                 concurrency=self.config.agent.concurrency,
-                aligned=self.config.agent.group is not None,
+                aligned=self.config.agent.vantage if self.config.agent.group else None,
             )
             app = build_app(self)
             self._scrapes = app[SCRAPES]
@@ -283,6 +285,7 @@ class Agent:
             http=self.http,
             on_change=self._group_changed,
         )
+        self.group.ready = lambda: self.ready and not self._stopping.is_set()
         if known is not None and known.config == group:
             self.group.members, self.group.listed = known.members, known.listed
             self.group.stats = known.stats
@@ -320,7 +323,26 @@ class Agent:
                 self.control.merge(member.shard.actions, source=f"member {member.name}")
         self.views.remote = latest_results({}, self.group)
         self._reshare(count=True)
+        self._recheck_for_members()
         self._changed.set()
+
+    def _recheck_for_members(self) -> None:
+        """A site another member has just seen go down: run this member's critical journeys of
+        the other sites now, as a lone agent would run all of them (`_recheck_others`), so the
+        standby is vouched for by a run made after the primary failed, within a `refresh`
+        rather than at their next tick."""
+        assert self.group is not None
+        for member in self.group.others():
+            if member.state != "live" or member.shard is None:
+                continue
+            for site, opinion in member.shard.sites.items():
+                if opinion.state is not SiteState.DOWN:
+                    continue
+                if self._rechecked_down.get(site, 0.0) >= opinion.since:
+                    continue
+                self._rechecked_down[site] = opinion.since
+                if time.time() - opinion.since <= 2 * self.group.config.refresh + 1.0:
+                    self._recheck_others(site)
 
     def _reshare(self, *, count: bool, force: bool = False) -> None:
         """Give the scheduler this member's share (`force`: even when the same names, for a
@@ -436,7 +458,7 @@ class Agent:
             for name in removed:
                 self.otlp.forget_check(name)
         self.scheduler.ctx = self.probe_context()
-        self.scheduler.aligned = new.agent.group is not None
+        self.scheduler.aligned = new.agent.vantage if new.agent.group else None
         self.prometheus.vantage = new.agent.vantage
         self.views.reconfigure(
             tuple(s.name for s in new.sites), {c.name for c in checks}, hysteresis(new)

@@ -35,9 +35,9 @@ def next_due(previous_due: float, interval: float, now: float) -> tuple[float, i
 
 def phase_due(name: str, interval: float, *, wall: float, mono: float) -> float:
     """The next instant (on the monotonic clock) of the check's own wall-clock grid: every
-    `interval`, at an offset derived from its name. Every member of a group computes the same
-    grid, so a check that changes owner keeps its rhythm: no run doubled or skipped by more
-    than one."""
+    `interval`, at an offset derived from `name` (the vantage and the check's name). Every
+    member of a group computes the same grid, so a check that changes owner keeps its rhythm:
+    no run doubled or skipped by more than one."""
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()
     phase = int.from_bytes(digest[:8]) / 2**64 * interval
     return mono + (phase - wall) % interval
@@ -58,11 +58,12 @@ class Scheduler:
         *,
         concurrency: int,
         rng: random.Random | None = None,
-        aligned: bool = False,
+        aligned: str | None = None,
     ) -> None:
         self.ctx = ctx
-        # In a group: each check's first run is on its wall-clock grid (`phase_due`), the same
-        # on every member, rather than at a random offset.
+        # In a group, the vantage: each check's first run is on its wall-clock grid
+        # (`phase_due`), the same on every member of the vantage (and apart from the other
+        # vantages' grids), rather than at a random offset.
         self.aligned = aligned
         self._handle = sink.handle
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -145,8 +146,13 @@ class Scheduler:
         await check.close()
 
     async def _loop(self, check: Check, due: float | None = None) -> None:
-        if due is None and self.aligned:
-            due = phase_due(check.name, check.interval, wall=time.time(), mono=time.monotonic())
+        if due is None and self.aligned is not None:
+            due = phase_due(
+                f"{self.aligned}\0{check.name}",
+                check.interval,
+                wall=time.time(),
+                mono=time.monotonic(),
+            )
         if due is None:
             # A random first offset spreads checks over time; capped, so that a check with a
             # long interval (TLS: 5 minutes) still reports soon after start.
