@@ -624,8 +624,10 @@ def merge_view(
         elif max_age is None:
             sites[site] = own.sites[site]  # no critical check: nothing to be missing
         else:
+            # Shown as last seen (or as this member's own when nobody saw it): the verdict
+            # reads `missing`, and what a person or an older peer reads is no made-up `up`.
             missing.add(site)
-            sites[site] = own.sites[site]
+            sites[site] = best if best is not None else own.sites[site]
     checks = [len(s.checks) for s in (own_shard, *live)]
     opinions = [o for site, o in sites.items() if site not in missing]
     every_failing = (

@@ -527,19 +527,23 @@ class Agent:
         assert self.config.agent.group is not None
         mine = {c.name: c for c in (self.scheduler.checks if self.scheduler else ())}
         held = {c.site for c in mine.values() if c.critical and c.site}
+        ages = evidence_ages(self.planned, self.config.agent.group.refresh)
+        now = own.generated_at
+
+        def shared(site: str, opinion: SiteOpinion) -> bool:
+            # The sites it runs, and one it has just handed over while what it last saw is
+            # fresh: the new owner has not run it yet, and the merge takes the newest.
+            if opinion.last_run_at is None:
+                return False
+            return site in held or now - opinion.last_run_at <= ages.get(site, 0.0)
+
         return Shard(
             vantage=self.config.agent.vantage,
             member=self.config.agent.group.member_name,
             instance=self.instance,
             generated_at=own.generated_at,
             checks=tuple(sorted(mine)),
-            sites=MappingProxyType(
-                {
-                    site: o
-                    for site, o in own.sites.items()
-                    if site in held and o.last_run_at is not None
-                }
-            ),
+            sites=MappingProxyType({site: o for site, o in own.sites.items() if shared(site, o)}),
             results=tuple(
                 r for name, r in self.views.latest.items() if name in mine and _shared(r)
             ),
