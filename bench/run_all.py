@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "detection": ("bench.detection", [], ["--quick"]),
     "api_starvation": ("bench.api_starvation", [], ["--quick"]),
     "cleanup_journal": ("bench.cleanup_journal", [], ["--runs", "20"]),
+    "group": ("bench.group", [], ["--quick"]),
 }
 # These take `--baseline-tree DIR` and measure that older code beside this one, in the same run.
 TAKES_BASELINE = {"journeys", "blackbox", "otlp_cost", "footprint", "log_line", "gc_pause"}
