@@ -638,7 +638,8 @@ def merge_view(
     self_checks = [s.self_check for s in (own_shard, *live) if s.self_check is not None]
     members = []
     for m in sorted(poller.members.values(), key=lambda m: (m.name or "", m.url)):
-        part = m.shard if m.state == "live" else None
+        # This member's own entry is what it is now, not what it answered itself last.
+        part = own_shard if m.is_self else m.shard if m.state == "live" else None
         members.append(
             {
                 "name": m.name,

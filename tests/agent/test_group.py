@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import trustme
@@ -181,7 +181,24 @@ def once_per_interval_problems(
     return problems
 
 
-class VerdictSampler:
+class Sampler:
+    """Something that samples in the background while a test acts: `async with x.running():`."""
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Self]:
+        task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class VerdictSampler(Sampler):
     """Asks `names` for /v1/verdict every 0.2 s and keeps every verdict that a hand-over must
     never produce for a healthy site (unknown, or a failover), and every failure to answer."""
 
@@ -210,16 +227,6 @@ class VerdictSampler:
                             f"({body.get('reasons')}, quorum {body.get('quorum')})"
                         )
             await asyncio.sleep(0.2)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[VerdictSampler]:
-        task = asyncio.create_task(self._run())
-        try:
-            yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def all_verdicts(
@@ -655,7 +662,7 @@ async def test_a_member_with_no_list_runs_everything_an_unlisted_one_only_its_ow
 # --- a hand-over keeps a failing site's evidence ------------------------------------------------
 
 
-class Watch:
+class Watch(Sampler):
     """Runs `probe` every 0.2 s in the background; keeps every anomaly it reports."""
 
     def __init__(self, probe: Callable[[], Awaitable[list[str]]]) -> None:
@@ -673,16 +680,6 @@ class Watch:
             self.samples += 1
             self.bad += [f"{started:.1f} {f}" for f in found]
             await asyncio.sleep(0.2)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Watch]:
-        task = asyncio.create_task(self._run())
-        try:
-            yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 @pytest.mark.parametrize("change", ["kill", "join", "restart"])
@@ -962,8 +959,12 @@ async def test_every_member_judges_failover_safety_from_the_one_replication_chec
 
 async def _replication(lab: Lab, check: str, *, within: bool) -> str | None:
     """Until every member's latest result of `check` (its own or the owner's, shared) says the
-    replica is (or is not) within the RPO, from the same run."""
+    replica is (or is not) within the RPO, from a recent run of the owner's. Not necessarily
+    the same run: the owner runs it every second and the others hear of it within a refresh,
+    so on a loaded machine the members may each be a run apart for as long as one cares to
+    look."""
     runs: dict[str, str] = {}
+    now = time.time()
     for m in MEMBERS:
         status, body = await lab.get(m, "/v1/results")
         result = body.get(check) if status == 200 and isinstance(body, dict) else None
@@ -973,7 +974,9 @@ async def _replication(lab: Lab, check: str, *, within: bool) -> str | None:
         if [r["within_rpo"] for r in replicas] != [within]:
             return f"{m}: {result['message']}"
         runs[m] = f"{result['run_id']} started {result['started_at']:.1f}"
-    return None if len(set(runs.values())) == 1 else f"different runs at {time.time():.1f}: {runs}"
+        if now - result["started_at"] > 6.0:
+            return f"{m}'s latest {check} is {now - result['started_at']:.1f}s old: {runs}"
+    return None
 
 
 async def _only_runner(lab: Lab, check: str, runner: str) -> str | None:
