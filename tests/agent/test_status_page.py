@@ -29,6 +29,7 @@ from tests.fixtures.oidc import AUDIENCE, CLIENT_ID, CLIENT_SECRET, OidcIssuer
 from tests.fixtures.platform import (
     SITES,
     demo_config_data,
+    free_port,
     running_agent,
     three_agents,
     write_config,
@@ -545,6 +546,49 @@ async def test_names_from_config_are_shown_as_text_never_markup(
             assert exact == ["aws-use1", HOSTILE_SITE]
             await asyncio.sleep(1.5)  # a few more refreshes, re-rendering the same names
             page.assert_no_page_errors()
+
+
+async def test_a_group_member_shows_its_group_and_one_that_does_not_answer(
+    chromium: Chromium, platform: Platform, tmp_path: Path
+) -> None:
+    """A member of a group (agent.group) lists the members, who answers and who runs what,
+    and says the group is partial when one does not answer; an agent alone has no such
+    section."""
+    data = base_config(platform)
+    port, gone = free_port(), free_port()
+    data["agent"]["listen"] = f"127.0.0.1:{port}"
+    data["agent"]["group"] = {
+        "member": "pod-a",
+        "members": [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{gone}"],
+        "refresh": "1s",
+    }
+    config = write_config(tmp_path / "failsight.yaml", data)
+    async with running_agent(config) as agent:
+        url = f"http://127.0.0.1:{agent.port}/?refresh=1"
+        async with open_page(chromium, url) as page:
+            await page.wait_until_true(
+                "!document.getElementById('group-section').hidden && "
+                "document.querySelectorAll('#group tr[data-member]').length === 2"
+            )
+            rows = await page.evaluate(
+                "[...document.querySelectorAll('#group tr[data-member]')].map((r) =>"
+                " [...r.cells].map((c) => c.innerText))"
+            )
+            by_member = {r[0].split("\n")[0]: r for r in rows}
+            ours = by_member["pod-a (this one)"]
+            assert ours[1] == "live" and int(ours[2]) >= 1
+            other = next(r for name, r in by_member.items() if name != "pod-a (this one)")
+            assert other[1] == "unreachable" and f"127.0.0.1:{gone}" in other[5]
+            lead = await page.evaluate("document.querySelector('#group p').innerText")
+            assert "1 of 2 listed member(s) answer" in lead and "partial" in lead
+            page.assert_no_page_errors()
+    alone = write_config(tmp_path / "alone.yaml", base_config(platform))
+    async with (
+        running_agent(alone) as agent,
+        open_page(chromium, f"http://127.0.0.1:{agent.port}/?refresh=1") as page,
+    ):
+        await page.wait_until(lambda s: bool(verdicts(s)))
+        assert await page.evaluate("document.getElementById('group-section').hidden")
 
 
 async def test_banner_when_the_api_cannot_be_reached_keeps_the_last_data_marked_stale(
