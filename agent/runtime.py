@@ -142,7 +142,10 @@ class Agent:
         # finds its own entry in the group's list by it.
         self.instance = secrets.token_hex(8)
         # Every check the config asks for; the scheduler runs this member's share of them.
-        self.planned: list[Check] = []  # planned when the agent runs
+        self.planned: list[Check] = []  # planned when the agent runs (`_plan`)
+        # In a group, how old each site's newest critical run may be and still count: derived
+        # from the planned checks, so computed when they are, not on every publish.
+        self._evidence_ages: dict[str, float] = {}
         self.group: GroupPoller | None = None
         self._group_task: asyncio.Task[None] | None = None
         self._owned: set[str] | None = None  # the checks run here, once a share is known
@@ -187,7 +190,7 @@ class Agent:
                     # Before announcing ourselves: a supervisor may signal us right after.
                     self._install_signals(loop)
                 log.info("listening on http://%s:%s", self.config.agent.listen_host, self.port)
-                checks = self.planned = plan_checks(self.config)
+                checks = self._plan(self.config)
                 settle_heap()
                 self._settle_after(0.0, checks, thaw=False)
                 async with asyncio.TaskGroup() as tg:
@@ -265,6 +268,13 @@ class Agent:
         self.peers = PeerPoller(self.config.peers, self.http, self._peer_fetched)
         self.peers.states.update({k: v for k, v in known.items() if k in self.peers.states})
         self._peer_task = self._tg.create_task(self.peers.run(), name="peers")
+
+    def _plan(self, config: Config) -> list[Check]:
+        """Every check `config` asks for (`planned`), and what follows from them."""
+        self.planned = plan_checks(config)
+        group = config.agent.group
+        self._evidence_ages = evidence_ages(self.planned, group.refresh) if group else {}
+        return self.planned
 
     def _start_group(self) -> None:
         """(Re)start looking at this vantage's group, when the config has one."""
@@ -377,7 +387,7 @@ class Agent:
         counting; without one, a history older than the evidence age is forgotten."""
         if self.group is None:
             return
-        ages = evidence_ages(self.planned, self.group.config.refresh)
+        ages = self._evidence_ages
         now = time.time()
         taken = {c.site for c in mine if c.critical and c.site and c.name not in (before or ())}
         for site in taken:
@@ -447,7 +457,7 @@ class Agent:
     def apply(self, new: Config) -> None:
         assert self.scheduler is not None
         old_config, self.config = self.config, new
-        checks = self.planned = plan_checks(new)
+        checks = self._plan(new)
         removed = {c.name for c in self.scheduler.checks} - {c.name for c in checks}
         if new.telemetry.otlp != old_config.telemetry.otlp:
             replaced = self._set_otlp(new)
@@ -493,11 +503,12 @@ class Agent:
         """Publish a new status snapshot (agent/status.py): after every change the API shows.
         This vantage's view is built anew: its impairment and control actions are the ones
         judging has just decided."""
+        view, shard = self._vantage_view()
         self.status = build_status(
             self.config,
             ready=self.ready and not self._stopping.is_set(),
-            view=self.local_view(),
-            shard=self.own_shard() if self.group is not None else None,
+            view=view,
+            shard=shard,
             verdicts=self.verdicts,
             results=latest_results(self.views.latest, self.group),
             peers=self.peers.states,
@@ -508,26 +519,27 @@ class Agent:
 
     def local_view(self) -> VantageView:
         """This vantage's view, as /v1/view serves it: in a group, the members' merged."""
+        return self._vantage_view()[0]
+
+    def _vantage_view(self) -> tuple[VantageView, Shard | None]:
+        """This vantage's view, and in a group this member's shard it was merged from."""
         own = self._own_view()
         if self.group is None:
-            return own
-        return merge_view(
-            own,
-            self.own_shard(own),
-            self.group,
-            evidence_ages=evidence_ages(self.planned, self.group.config.refresh),
-            now=own.generated_at,
+            return own, None
+        shard = self._own_shard(own)
+        merged = merge_view(
+            own, shard, self.group, evidence_ages=self._evidence_ages, now=own.generated_at
         )
+        return merged, shard
 
-    def own_shard(self, own: VantageView | None = None) -> Shard:
+    def _own_shard(self, own: VantageView) -> Shard:
         """This member's part of its group's view (`/v1/view?scope=member`): the sites whose
         critical journeys it runs, and the latest results the other members' verdicts read
         (replication safety, the shared dependencies)."""
-        own = own if own is not None else self._own_view()
         assert self.config.agent.group is not None
         mine = {c.name: c for c in (self.scheduler.checks if self.scheduler else ())}
         held = {c.site for c in mine.values() if c.critical and c.site}
-        ages = evidence_ages(self.planned, self.config.agent.group.refresh)
+        ages = self._evidence_ages
         now = own.generated_at
 
         def shared(site: str, opinion: SiteOpinion) -> bool:

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.blackbox import cpu_seconds, free_port, metric_sum, stop_process, write_summary
+from bench.target import loopback_listener
 
 ROOT = Path(__file__).resolve().parent.parent
 VANTAGE = "bench"
@@ -113,11 +114,7 @@ class CountingTarget:
     process, answering every path 200 and recording who asked for what when."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.sock, self.url = loopback_listener()
         self.proc: Any = None
 
     def __enter__(self) -> CountingTarget:

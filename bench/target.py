@@ -33,16 +33,22 @@ def _serve(sock: socket.socket, cpu: int | None) -> None:
     web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True)
 
 
+def loopback_listener() -> tuple[socket.socket, str]:
+    """A socket listening on a free loopback port, for a child process to serve on, and the
+    URL it answers at: bound here, so the port is known before the child starts."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 class Target:
     """`with Target() as url:` serves on a free loopback port in a child process."""
 
     def __init__(self, cpu: int | None = None) -> None:
         self.cpu = cpu
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.sock, self.url = loopback_listener()
         self.proc: Any = None
 
     def __enter__(self) -> str:
